@@ -1,0 +1,5 @@
+"""``python -m mailbox_appliance``: the admin command line."""
+
+from mailbox_appliance.cli import main
+
+main()

@@ -1,0 +1,376 @@
+"""Load and validate the appliance's YAML configuration into frozen dataclasses.
+
+Every section is a small frozen dataclass; a generic walker checks the YAML against the
+dataclass fields, so adding a section is adding a class.  Every problem is collected with its
+dotted key path (``listen.smtpp: unknown service``) and all are reported at once in one
+:class:`ConfigError`, so an admin fixes the file in one go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import yaml
+
+ENV_VAR = "MAILBOX_APPLIANCE_CONFIG"
+
+#: Every service the appliance knows, in the order listeners start.
+SERVICES: tuple[str, ...] = (
+    "admin",
+    "smtp",
+    "submission",
+    "submissions",
+    "imap",
+    "imaps",
+    "pop3",
+    "pop3s",
+    "http",
+    "https",
+)
+
+#: Services that speak TLS from the first byte; the appliance wraps them itself.
+IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s", "https"})
+
+DEFAULT_PORTS = {
+    "smtp": 10025,
+    "submission": 10587,
+    "submissions": 10465,
+    "imap": 10143,
+    "imaps": 10993,
+    "pop3": 10110,
+    "pop3s": 10995,
+    "http": 10080,
+    "https": 10443,
+    "admin": 10081,
+}
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``errors`` lists every problem, each naming its key."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = list(errors)
+
+
+class Size(int):
+    """A byte count; YAML may give an integer or a string such as ``"64 MiB"``."""
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: object) -> int:
+    """Parse ``1048576``, ``"64 MiB"``, ``"2GB"`` into bytes; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size (bytes, or a string like '64 MiB')")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("expected a size of zero or more bytes")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m and m.group(2).lower() in _SIZE_UNITS:
+            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    raise ValueError("expected a size (bytes, or a string like '64 MiB')")
+
+
+def _default_listen() -> Mapping[str, tuple[str, ...]]:
+    return MappingProxyType(
+        {name: (f"tcp:{port}:interface=127.0.0.1",) for name, port in DEFAULT_PORTS.items()}
+    )
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    #: PEM certificate (chain) file; null = a self-signed one generated under data_dir/tls.
+    cert: str | None = None
+    #: PEM private key file; null together with ``cert``.
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    #: Directory of the hot blob tier; null = <data_dir>/blobs/hot.
+    hot_path: str | None = None
+    #: Seconds between garbage-collection sweeps of unreferenced blobs.
+    gc_interval: int = 300
+    #: Seconds a blob must stay unreferenced before it is deleted.
+    gc_grace: int = 600
+    #: Threads that read the database concurrently (writes have one thread of their own).
+    reader_threads: int = 4
+    #: Threads that write, fsync and read blob files.
+    blob_threads: int = 4
+
+
+@dataclass(frozen=True)
+class PasswordHashConfig:
+    """argon2id parameters (RFC 9106); the defaults are its second recommended option."""
+
+    time_cost: int = 3
+    memory_kib: int = 65536
+    parallelism: int = 4
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    password_hash: PasswordHashConfig = field(default_factory=PasswordHashConfig)
+    #: Threads that verify password hashes (argon2 is deliberately slow).
+    hash_threads: int = 2
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    #: Quota of a new account when ``user add`` names none.
+    default: Size = Size(1024**3)
+
+
+@dataclass(frozen=True)
+class Config:
+    #: The name this box uses in greetings, Received headers and its certificate.
+    hostname: str = field(default_factory=socket.getfqdn)
+    #: Where the database (SQLite), blobs and generated certificates live.
+    data_dir: str = "./var"
+    #: SQLAlchemy URL; null = sqlite:///<data_dir>/appliance.sqlite3.
+    database: str | None = None
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    #: Service name -> Twisted server endpoint strings; [] turns a service off.
+    listen: Mapping[str, tuple[str, ...]] = field(default_factory=_default_listen)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
+    #: The file this configuration came from (None = built-in defaults); not a YAML key.
+    source: str | None = field(default=None, metadata={"internal": True})
+
+    @property
+    def database_url(self) -> str:
+        if self.database:
+            return self.database
+        return "sqlite:///" + os.path.join(self.data_dir, "appliance.sqlite3")
+
+    @property
+    def hot_blob_path(self) -> str:
+        return self.storage.hot_path or os.path.join(self.data_dir, "blobs", "hot")
+
+    @property
+    def tls_cert_path(self) -> str:
+        return self.tls.cert or os.path.join(self.data_dir, "tls", "cert.pem")
+
+    @property
+    def tls_key_path(self) -> str:
+        return self.tls.key or os.path.join(self.data_dir, "tls", "key.pem")
+
+
+# --- the generic walker -------------------------------------------------------------------
+
+_UNION_TYPES = (typing.Union, types.UnionType)
+
+
+def _type_name(tp: object) -> str:
+    origin = typing.get_origin(tp)
+    if tp is Size:
+        return "a size (bytes, or a string like '64 MiB')"
+    if tp is int:
+        return "an integer"
+    if tp is str:
+        return "a string"
+    if tp is bool:
+        return "true or false"
+    if origin in _UNION_TYPES:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return str(tp)
+
+
+def _convert(value: object, tp: object, path: str, errors: list[str]) -> object:
+    """Check ``value`` against type ``tp``; append errors; return the converted value."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in _UNION_TYPES:
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        if value is None:
+            errors.append(f"{path}: expected {_type_name(inner)}, got null")
+            return None
+        return _convert(value, inner, path, errors)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, errors)
+    if tp is Size:
+        try:
+            return Size(parse_size(value))
+        except ValueError as e:
+            errors.append(f"{path}: {e}")
+            return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            errors.append(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors.append(f"{path}: expected an integer, got {value!r}")
+        elif value < 0:
+            errors.append(f"{path}: expected zero or more, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str) or not value:
+            errors.append(f"{path}: expected a non-empty string, got {value!r}")
+        return value
+    raise TypeError(f"config walker cannot handle {tp!r} at {path}")
+
+
+def _build(cls: type, data: object, path: str, errors: list[str]) -> object:
+    """Build dataclass ``cls`` from mapping ``data``; fields not given keep their defaults."""
+    prefix = f"{path}." if path else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        errors.append(f"{path or 'config'}: expected a mapping, got {data!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in data:
+        if key not in fields:
+            errors.append(f"{prefix}{key}: unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for name in fields:
+        if name not in data:
+            continue
+        if name == "listen" and cls is Config:
+            kwargs[name] = _build_listen(data[name], f"{prefix}{name}", errors)
+        else:
+            kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}", errors)
+    try:
+        return cls(**kwargs)
+    except TypeError:  # a wrong-typed value already reported; fall back to defaults
+        return cls()
+
+
+def _build_listen(data: object, path: str, errors: list[str]) -> Mapping[str, tuple[str, ...]]:
+    listen = dict(_default_listen())
+    if data is None:
+        return MappingProxyType(listen)
+    if not isinstance(data, dict):
+        errors.append(f"{path}: expected a mapping of service name to endpoint list")
+        return MappingProxyType(listen)
+    for service, endpoints in data.items():
+        key = f"{path}.{service}"
+        if service not in SERVICES:
+            errors.append(f"{key}: unknown service (known: {', '.join(SERVICES)})")
+            continue
+        if endpoints is None:
+            endpoints = []
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        if not isinstance(endpoints, list):
+            errors.append(f"{key}: expected a list of endpoint strings")
+            continue
+        good = []
+        for i, description in enumerate(endpoints):
+            problem = endpoint_problem(description)
+            if problem:
+                errors.append(f"{key}[{i}]: {problem}")
+            else:
+                good.append(description)
+        listen[service] = tuple(good)
+    return MappingProxyType(listen)
+
+
+def endpoint_problem(description: object) -> str | None:
+    """Why ``description`` is not a usable Twisted server endpoint string, or None."""
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    if not isinstance(description, str) or not description:
+        return f"expected a Twisted endpoint string such as 'tcp:25', got {description!r}"
+    try:
+        serverFromString(MemoryReactor(), description)
+    except Exception as e:  # the parser raises ValueError, KeyError, TypeError...
+        return f"bad endpoint string {description!r}: {e or type(e).__name__}"
+    return None
+
+
+def _check_semantics(config: Config, errors: list[str]) -> None:
+    """Checks that look at values together or at the file system."""
+    if (config.tls.cert is None) != (config.tls.key is None):
+        errors.append("tls: give both cert and key, or neither (null = self-signed)")
+    elif config.tls.cert:
+        from mailbox_appliance.tls import certificate_problem
+
+        problem = certificate_problem(config.tls.cert, config.tls.key)
+        if problem:
+            errors.append(problem)
+    if config.database is not None:
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(config.database)
+        except Exception as e:
+            errors.append(f"database: not an SQLAlchemy URL: {e}")
+        else:
+            if url.get_backend_name() not in ("sqlite", "postgresql"):
+                errors.append("database: only sqlite:// and postgresql+psycopg:// are supported")
+    for name in ("reader_threads", "blob_threads"):
+        if getattr(config.storage, name) < 1:
+            errors.append(f"storage.{name}: expected at least 1")
+    if config.auth.hash_threads < 1:
+        errors.append("auth.hash_threads: expected at least 1")
+    if os.path.exists(config.data_dir) and not os.path.isdir(config.data_dir):
+        errors.append(f"data_dir: {config.data_dir!r} exists and is not a directory")
+
+
+def parse_config(data: object, source: str | None = None) -> Config:
+    """Validate a parsed YAML document; raise ConfigError listing every problem."""
+    errors: list[str] = []
+    config = _build(Config, data, "", errors)
+    assert isinstance(config, Config)
+    if not errors:
+        _check_semantics(config, errors)
+    if errors:
+        raise ConfigError(errors)
+    data_dir = os.path.abspath(config.data_dir)
+    storage = config.storage
+    if storage.hot_path:
+        storage = dataclasses.replace(storage, hot_path=os.path.abspath(storage.hot_path))
+    return dataclasses.replace(config, data_dir=data_dir, storage=storage, source=source)
+
+
+def load_config(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Config:
+    """The configuration from ``path``, else ``$MAILBOX_APPLIANCE_CONFIG``, else defaults."""
+    path = path or environ.get(ENV_VAR) or None
+    if path is None:
+        return parse_config({})
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read the configuration file: {e.strerror}"]) from e
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{path}: not valid YAML: {e}"]) from e
+    return parse_config(data if data is not None else {}, source=os.path.abspath(path))

@@ -1,0 +1,1 @@
+"""Watching the appliance: health, metrics, alarms, and the loopback admin listener."""

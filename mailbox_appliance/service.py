@@ -1,0 +1,178 @@
+"""The Appliance: store first, listeners last; ordered, asynchronous start and stop.
+
+Twisted's ``MultiService`` ignores its children's Deferreds and only logs a failed ``listen()``,
+so the appliance sequences its parts itself: ``start()`` fires once every listener is bound, or
+fails with a :class:`StartupError` that names the listener that could not be bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from mailbox_appliance.auth import Passwords, make_portal
+from mailbox_appliance.config import IMPLICIT_TLS, SERVICES, Config
+from mailbox_appliance.store import Store
+from mailbox_appliance.tls import server_context_factory
+
+log = Logger()
+
+
+class StartupError(Exception):
+    """The appliance cannot start; the message is one line for the admin."""
+
+
+def _admin_factory(appliance: Appliance) -> IProtocolFactory:
+    from mailbox_appliance.monitor.admin import admin_site
+
+    return admin_site(appliance)
+
+
+#: Service name -> builder of its protocol factory.  Services not listed here are not built
+#: yet in this version; their listen entries are accepted and reported as not served.
+FACTORY_BUILDERS: dict[str, Callable[[Appliance], IProtocolFactory]] = {
+    "admin": _admin_factory,
+}
+
+
+class Appliance:
+    """Everything one appliance runs, started and stopped in order."""
+
+    def __init__(self, config: Config, reactor, store: Store | None = None):
+        self.config = config
+        self.reactor = reactor
+        self.store = store or Store.from_config(reactor, config)
+        self.passwords = Passwords(
+            reactor, config.auth.password_hash, threads=config.auth.hash_threads
+        )
+        self.portal = make_portal(self.store, self.passwords)
+        self.ports: dict[str, list[IListeningPort]] = {}
+        self._gc = LoopingCall(self._collect_garbage)
+        self._gc.clock = reactor
+        self._tls = None
+        self.running = False
+
+    @property
+    def tls_context_factory(self):
+        if self._tls is None:
+            self._tls = server_context_factory(self.config)
+        return self._tls
+
+    @inlineCallbacks
+    def start(self):
+        """Store, background work, then every configured listener; fails on a bind error."""
+        yield self.store.start()
+        self.passwords.start()
+        self.running = True
+        if self.config.storage.gc_interval:
+            self._gc.start(self.config.storage.gc_interval, now=False)
+        try:
+            yield self._listen_all()
+        except BaseException:
+            yield self.stop()
+            raise
+
+    @inlineCallbacks
+    def _listen_all(self):
+        for service in SERVICES:
+            endpoints = self.config.listen.get(service, ())
+            if not endpoints:
+                continue
+            builder = FACTORY_BUILDERS.get(service)
+            if builder is None:
+                log.info(
+                    "listen.{service}: this version does not serve {service} yet; not listening",
+                    service=service,
+                )
+                continue
+            factory = builder(self)
+            if service in IMPLICIT_TLS:
+                factory = TLSMemoryBIOFactory(self.tls_context_factory, False, factory)
+            for i, description in enumerate(endpoints):
+                endpoint = serverFromString(self.reactor, description)
+                try:
+                    port = yield endpoint.listen(factory)
+                except Exception as e:
+                    raise StartupError(
+                        f"listen.{service}[{i}]: cannot listen on {description!r}: {e}"
+                    ) from e
+                self.ports.setdefault(service, []).append(port)
+                log.info("{service} listening on {address}", service=service, address=_where(port))
+
+    @inlineCallbacks
+    def stop(self):
+        """Listeners first, then background work, then the store."""
+        ports, self.ports = self.ports, {}
+        for service_ports in ports.values():
+            for port in service_ports:
+                yield port.stopListening()
+        if self._gc.running:
+            self._gc.stop()
+        if self.running:
+            self.running = False
+            self.passwords.stop()
+            yield self.store.stop()
+
+    def address_of(self, service: str, index: int = 0):
+        """The bound address of a listener (tests listen on port 0 and ask)."""
+        return self.ports[service][index].getHost()
+
+    @inlineCallbacks
+    def _collect_garbage(self):
+        # One failed sweep must not stop the loop (a LoopingCall dies on an uncaught error).
+        try:
+            removed = yield self.store.collect_garbage(self.config.storage.gc_grace)
+        except Exception:
+            log.failure("blob garbage collection failed; will try again")
+            return
+        if removed:
+            log.info("garbage collection removed {n} unreferenced blobs", n=removed)
+
+
+def _where(port: IListeningPort) -> str:
+    host = port.getHost()
+    return f"{getattr(host, 'host', host)}:{getattr(host, 'port', '')}"
+
+
+class ApplianceService(Service):
+    """Adapts the Appliance to twistd: a failed start logs one line and exits non-zero."""
+
+    name = "mailbox-appliance"
+
+    def __init__(self, appliance: Appliance):
+        self.appliance = appliance
+
+    def startService(self):
+        super().startService()
+        d = self.appliance.start()
+        d.addErrback(self._start_failed)
+
+    def _start_failed(self, failure):
+        reason = failure.value if failure.check(StartupError) else failure.getErrorMessage()
+        log.critical("cannot start: {reason}", reason=reason)
+        if not failure.check(StartupError):
+            log.failure("start-up failed", failure)
+        reactor = self.appliance.reactor
+        reactor.addSystemEventTrigger("after", "shutdown", _exit_failure)
+        reactor.stop()
+
+    def stopService(self):
+        super().stopService()
+        return self.appliance.stop()
+
+
+def _exit_failure() -> None:
+    """twistd has no exit status of its own; leave with 1 once shutdown is done."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)

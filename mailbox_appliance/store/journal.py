@@ -1,0 +1,43 @@
+"""The change journal (design rule 6): an ordered log written in every mutation's transaction.
+
+The journal feeds replication to the standby and change notification (IMAP IDLE, CONDSTORE
+modseqs).  Its ``seq`` is the order of changes; ``epoch`` is the pairing epoch the change was
+made in, so a standby can tell changes of different active periods apart.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, cast, func, select
+from sqlalchemy.engine import Connection
+
+from mailbox_appliance.store import schema
+
+EPOCH_KEY = "epoch"
+
+
+def _epoch_query():
+    meta = schema.store_meta
+    return select(cast(meta.c.value, BigInteger)).where(meta.c.key == EPOCH_KEY).scalar_subquery()
+
+
+def record_txn(conn: Connection, kind: str, payload: dict[str, Any]) -> int:
+    """Append one change to the journal; returns its sequence number."""
+    result = conn.execute(
+        schema.journal.insert().values(
+            epoch=func.coalesce(_epoch_query(), 1),
+            kind=kind,
+            payload=payload,
+            created=datetime.datetime.now(datetime.UTC),
+        )
+    )
+    return result.inserted_primary_key[0]
+
+
+def changes_since_txn(conn: Connection, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
+    """Journal entries after ``seq``, oldest first, as plain dicts."""
+    j = schema.journal
+    rows = conn.execute(select(j).where(j.c.seq > seq).order_by(j.c.seq).limit(limit))
+    return [dict(row._mapping) for row in rows]

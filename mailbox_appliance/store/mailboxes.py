@@ -1,0 +1,188 @@
+"""Mailboxes, messages and mailbox entries: ``*_txn`` functions used by delivery, IMAP and POP3.
+
+A message row is one stored message (one blob, its cached ENVELOPE and MIME structure); a
+mailbox entry puts it in a mailbox under a UID with flags.  One message serves every recipient
+it was delivered to: its refcount counts entries, and it holds one reference to its blob.
+Modseqs (RFC 7162) are journal sequence numbers, so they are ordered across the whole store.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Connection
+
+from mailbox_appliance.errors import NoSuchAccount, StoreError
+from mailbox_appliance.store import schema
+from mailbox_appliance.store.blobs import BlobRef, decref_txn, incref_txn
+from mailbox_appliance.store.journal import record_txn
+
+#: RFC 3501 §2.3.2 system flags, stored as bits of ``mailbox_entries.flags``.
+SYSTEM_FLAGS = {
+    "\\Seen": 1,
+    "\\Answered": 2,
+    "\\Flagged": 4,
+    "\\Deleted": 8,
+    "\\Draft": 16,
+}
+UIDVALIDITY_KEY = "next_uidvalidity"
+
+
+class Delivered(NamedTuple):
+    account_id: int
+    mailbox_id: int
+    uid: int
+
+
+def flag_bits(flags: Sequence[str]) -> tuple[int, str]:
+    """Split IMAP flags into the system-flag bit set and the keyword string."""
+    bits, keywords = 0, []
+    for flag in flags:
+        bit = next((b for name, b in SYSTEM_FLAGS.items() if name.lower() == flag.lower()), None)
+        if bit is not None:
+            bits |= bit
+        elif flag not in keywords:
+            keywords.append(flag)
+    return bits, " ".join(keywords)
+
+
+def _next_uidvalidity_txn(conn: Connection) -> int:
+    """A UIDVALIDITY never given out before in this store (RFC 3501 §2.3.1.1)."""
+    meta = schema.store_meta
+    current = conn.execute(select(meta.c.value).where(meta.c.key == UIDVALIDITY_KEY)).scalar()
+    value = max(int(current) if current else 0, int(time.time()) & 0x7FFFFFFF, 1)
+    if current is None:
+        conn.execute(meta.insert().values(key=UIDVALIDITY_KEY, value=str(value + 1)))
+    else:
+        conn.execute(update(meta).where(meta.c.key == UIDVALIDITY_KEY).values(value=str(value + 1)))
+    return value
+
+
+def create_mailbox_txn(
+    conn: Connection, account_id: int, name: str, special_use: str | None = None
+) -> int:
+    uidvalidity = _next_uidvalidity_txn(conn)
+    mailbox_id = conn.execute(
+        schema.mailboxes.insert().values(
+            account_id=account_id,
+            name=name,
+            uidvalidity=uidvalidity,
+            uidnext=1,
+            highestmodseq=1,
+            subscribed=True,
+            special_use=special_use,
+            created=datetime.datetime.now(datetime.UTC),
+        )
+    ).inserted_primary_key[0]
+    record_txn(
+        conn,
+        "mailbox.create",
+        {"id": mailbox_id, "account_id": account_id, "name": name, "uidvalidity": uidvalidity},
+    )
+    return mailbox_id
+
+
+def list_mailboxes_txn(conn: Connection, account_id: int) -> list[dict[str, Any]]:
+    m = schema.mailboxes
+    rows = conn.execute(select(m).where(m.c.account_id == account_id).order_by(m.c.name))
+    return [dict(row._mapping) for row in rows]
+
+
+def deliver_txn(
+    conn: Connection,
+    ref: BlobRef,
+    recipients: Sequence[tuple[int, str]],
+    *,
+    internal_date: datetime.datetime | None = None,
+    message_id: str | None = None,
+    envelope: Any = None,
+    mime_structure: Any = None,
+    flags: Sequence[str] = (),
+) -> list[Delivered]:
+    """Put one stored message into each ``(account_id, mailbox_name)``; one blob serves all."""
+    if not recipients:
+        return []
+    incref_txn(conn, ref.sha256)
+    msg_id = conn.execute(
+        schema.messages.insert().values(
+            blob_sha256=ref.sha256,
+            size=ref.size,
+            internal_date=internal_date or datetime.datetime.now(datetime.UTC),
+            message_id=message_id,
+            envelope=envelope,
+            mime_structure=mime_structure,
+            refcount=len(recipients),
+        )
+    ).inserted_primary_key[0]
+    bits, keywords = flag_bits(flags)
+    m, e = schema.mailboxes, schema.mailbox_entries
+    delivered = []
+    for account_id, mailbox_name in recipients:
+        box = conn.execute(
+            select(m.c.id, m.c.uidnext).where(
+                m.c.account_id == account_id, m.c.name == mailbox_name
+            )
+        ).first()
+        if box is None:
+            raise StoreError(f"account {account_id} has no mailbox {mailbox_name!r}")
+        seq = record_txn(
+            conn,
+            "message.add",
+            {"mailbox_id": box.id, "uid": box.uidnext, "message_id": msg_id, "sha256": ref.sha256},
+        )
+        conn.execute(
+            e.insert().values(
+                mailbox_id=box.id,
+                uid=box.uidnext,
+                message_id=msg_id,
+                flags=bits,
+                keywords=keywords,
+                modseq=seq,
+            )
+        )
+        conn.execute(
+            update(m).where(m.c.id == box.id).values(uidnext=box.uidnext + 1, highestmodseq=seq)
+        )
+        conn.execute(
+            update(schema.accounts)
+            .where(schema.accounts.c.id == account_id)
+            .values(used_bytes=schema.accounts.c.used_bytes + ref.size)
+        )
+        delivered.append(Delivered(account_id, box.id, box.uidnext))
+    return delivered
+
+
+def account_id_for_txn(conn: Connection, address: str) -> int:
+    account_id = conn.execute(
+        select(schema.accounts.c.id).where(schema.accounts.c.address == address)
+    ).scalar()
+    if account_id is None:
+        raise NoSuchAccount(f"no account {address}")
+    return account_id
+
+
+def delete_account_mail_txn(conn: Connection, account_id: int) -> None:
+    """Remove every mailbox and entry of an account, releasing messages and blobs."""
+    m, e, msg = schema.mailboxes, schema.mailbox_entries, schema.messages
+    box_ids = select(m.c.id).where(m.c.account_id == account_id).scalar_subquery()
+    counts = conn.execute(
+        select(e.c.message_id, func.count())
+        .where(e.c.mailbox_id.in_(box_ids))
+        .group_by(e.c.message_id)
+    ).all()
+    conn.execute(delete(e).where(e.c.mailbox_id.in_(box_ids)))
+    for message_id, count in counts:
+        conn.execute(
+            update(msg).where(msg.c.id == message_id).values(refcount=msg.c.refcount - count)
+        )
+        row = conn.execute(
+            select(msg.c.refcount, msg.c.blob_sha256).where(msg.c.id == message_id)
+        ).one()
+        if row.refcount <= 0:
+            conn.execute(delete(msg).where(msg.c.id == message_id))
+            decref_txn(conn, row.blob_sha256)
+    conn.execute(delete(m).where(m.c.account_id == account_id))

@@ -1,0 +1,148 @@
+"""The database schema: the source of truth that the Alembic migrations follow.
+
+Tables are SQLAlchemy Core; the store's ``*_txn`` functions use them and return plain data.
+Addresses and domain names are stored lower-cased (local parts are treated case-insensitively,
+as every large provider does), so uniqueness is a plain unique index on every backend.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# Constraint names are fixed so migrations can refer to them on every backend.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: SQLite only makes INTEGER PRIMARY KEY an alias of the rowid; BigInteger elsewhere.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+store_meta = Table(
+    "store_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+domains = Table(
+    "domains",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(253), nullable=False, unique=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("address", String(320), nullable=False, unique=True),
+    Column("domain_id", Id, ForeignKey("domains.id"), nullable=False, index=True),
+    Column("password_hash", Text, nullable=False),
+    Column("quota_bytes", BigInteger, nullable=False),
+    Column("used_bytes", BigInteger, nullable=False, default=0),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("address", String(320), nullable=False, index=True),
+    Column("domain_id", Id, ForeignKey("domains.id"), nullable=False, index=True),
+    Column("target", String(320), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("address", "target"),
+)
+
+mailboxes = Table(
+    "mailboxes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("name", String(1024), nullable=False),
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("uidnext", BigInteger, nullable=False, default=1),
+    Column("highestmodseq", BigInteger, nullable=False, default=1),
+    Column("subscribed", Boolean, nullable=False, default=True),
+    #: RFC 6154 attribute (``\\Sent``, ``\\Trash``...) or null.
+    Column("special_use", String(32), nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("account_id", "name"),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("tier", String(16), nullable=False, default="hot"),
+    Column("refcount", BigInteger, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("last_access", DateTime(timezone=True), nullable=False),
+    #: When refcount last dropped to zero; garbage collection waits a grace period after it.
+    Column("zero_since", DateTime(timezone=True), nullable=True),
+    Index("ix_blobs_refcount_zero_since", "refcount", "zero_since"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("blob_sha256", String(64), ForeignKey("blobs.sha256"), nullable=False, index=True),
+    Column("size", BigInteger, nullable=False),
+    Column("internal_date", DateTime(timezone=True), nullable=False),
+    Column("message_id", Text, nullable=True),
+    #: Cached IMAP ENVELOPE and BODYSTRUCTURE, computed once at delivery.
+    Column("envelope", JSON, nullable=True),
+    Column("mime_structure", JSON, nullable=True),
+    #: How many mailbox entries point here; the blob is released when it reaches zero.
+    Column("refcount", BigInteger, nullable=False, default=1),
+)
+
+mailbox_entries = Table(
+    "mailbox_entries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("mailbox_id", Id, ForeignKey("mailboxes.id"), nullable=False),
+    Column("uid", BigInteger, nullable=False),
+    Column("message_id", Id, ForeignKey("messages.id"), nullable=False, index=True),
+    #: Bit set of the RFC 3501 system flags; see store.mailboxes.SYSTEM_FLAGS.
+    Column("flags", Integer, nullable=False, default=0),
+    #: Space-separated IMAP keywords.
+    Column("keywords", Text, nullable=False, default=""),
+    Column("modseq", BigInteger, nullable=False),
+    UniqueConstraint("mailbox_id", "uid"),
+)
+
+#: The ordered change log (design rule 6), written in the transaction of every mutation.
+journal = Table(
+    "journal",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
