@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import idna
+
 from mailbox_appliance.errors import InvalidAddress
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]"
@@ -24,8 +26,10 @@ def normalize_domain(name: str) -> str:
     if name != name.strip() or name.endswith("."):
         raise InvalidAddress(f"invalid domain name {name!r}: no spaces or trailing dot")
     try:
-        ascii_name = name.encode("idna").decode("ascii").lower()
-    except UnicodeError:
+        # IDNA2008 (RFC 5891) with UTS #46 mapping, not Python's IDNA2003 codec, which
+        # turns straße.de into strasse.de: a different domain.
+        ascii_name = idna.encode(name, uts46=True).decode("ascii").lower()
+    except UnicodeError:  # idna.IDNAError is a UnicodeError
         raise InvalidAddress(f"invalid domain name {name!r}") from None
     labels = ascii_name.split(".")
     if len(ascii_name) > 253 or len(labels) < 2:

@@ -94,7 +94,9 @@ async def _user(store: Store, args, out, passwords: Passwords, config: Config) -
         if args.action == "add":
             quota = args.quota if args.quota is not None else config.quota.default
             await store.add_account(args.address, password_hash, quota)
-            print(f"added account {normalize_address(args.address)} (quota {_human(quota)})", file=out)
+            print(
+                f"added account {normalize_address(args.address)} (quota {_human(quota)})", file=out
+            )
         else:
             await store.set_password(args.address, password_hash)
             print(f"changed the password of {args.address}", file=out)

@@ -372,5 +372,6 @@ def load_config(path: str | None = None, environ: Mapping[str, str] = os.environ
     except OSError as e:
         raise ConfigError([f"{path}: cannot read the configuration file: {e.strerror}"]) from e
     except yaml.YAMLError as e:
-        raise ConfigError([f"{path}: not valid YAML: {e}"]) from e
+        # PyYAML's message spans several lines; each reported error must be one line.
+        raise ConfigError([f"{path}: not valid YAML: {' '.join(str(e).split())}"]) from e
     return parse_config(data if data is not None else {}, source=os.path.abspath(path))

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from OpenSSL import crypto
 from twisted.internet import ssl
 
 #: A generated certificate is valid this long; it is replaced when it has expired.
@@ -24,7 +25,7 @@ SELF_SIGNED_DAYS = 825
 def certificate_problem(cert_path: str, key_path: str, *, key_name: str = "tls") -> str | None:
     """Why the PEM files cannot serve TLS, naming the config key; None when they can."""
     for name, path in (("cert", cert_path), ("key", key_path)):
-        if not os.access(path, os.R_OK):
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):  # a directory: no traceback
             return f"{key_name}.{name}: cannot read {path!r}"
     try:
         with open(cert_path, "rb") as f:
@@ -113,11 +114,12 @@ def server_context_factory(config) -> ssl.CertificateOptions:
     """Server-side TLS options from the configured (or generated) certificate and key."""
     with open(config.tls_cert_path, "rb") as f:
         chain = [
-            ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)).original
-            for c in x509.load_pem_x509_certificates(f.read())
+            crypto.X509.from_cryptography(c) for c in x509.load_pem_x509_certificates(f.read())
         ]
     with open(config.tls_key_path, "rb") as f:
-        key = ssl.KeyPair.load(f.read(), ssl.crypto.FILETYPE_PEM).original
+        key = crypto.PKey.from_cryptography_key(
+            serialization.load_pem_private_key(f.read(), password=None)
+        )
     return ssl.CertificateOptions(
         privateKey=key,
         certificate=chain[0],

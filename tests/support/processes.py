@@ -1,0 +1,79 @@
+"""Running the real programs (``twistd``, the CLI) as child processes from the source tree."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import yaml
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child: this source tree first on the path, no inherited config."""
+    env = {k: v for k, v in os.environ.items() if k != "MAILBOX_APPLIANCE_CONFIG"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def write_config(path: str, data: dict) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(data, f)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+class Twistd:
+    """``twistd -n mailbox-appliance`` in a child process, its output in a file."""
+
+    def __init__(self, cwd: str, *args: str):
+        self.cwd = cwd
+        self.log_path = os.path.join(cwd, "twistd.out")
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "mailbox-appliance", *args],
+            cwd=cwd,
+            env=child_env(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        """Wait (bounded) until ``text`` is in the output; fail if the process ends first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.output()
+            if text in out:
+                return out
+            if self.process.poll() is not None:
+                raise AssertionError(f"twistd exited ({self.process.returncode}):\n{out}")
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} did not appear within {timeout}s:\n{self.output()}")
+
+    def wait(self, timeout: float = 30.0) -> int:
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self._log.close()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.wait()

@@ -1,0 +1,148 @@
+"""The database door: group commit, durability before acknowledgement, no SQL on the reactor."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import create_engine, func, select, text
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from mailbox_appliance.store import schema
+from mailbox_appliance.store.db import SQLOnReactorThread, on_commit, on_rollback
+from mailbox_appliance.store.journal import record_txn
+from tests.support.databases import PostgreSQLMixin, SQLiteMixin
+from tests.support.store import started_store
+
+
+class _DatabaseTests:
+    """Run on every backend (see the subclasses at the bottom)."""
+
+    @inlineCallbacks
+    def setUp(self):
+        self.url = self.database_url()
+        self.store = yield started_store(self, self.url)
+        self.db = self.store.db
+
+    def _count_journal_elsewhere(self) -> int:
+        """Read through a brand-new connection: sees only what was committed."""
+        engine = create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                return conn.execute(select(func.count()).select_from(schema.journal)).scalar()
+        finally:
+            engine.dispose()
+
+    @inlineCallbacks
+    def test_concurrent_writes_share_commits(self):
+        before = self.db.commits
+        n = 200
+        ds = [self.db.write(lambda conn, i=i: record_txn(conn, "test", {"i": i})) for i in range(n)]
+        seqs = yield gatherResults(ds)
+        self.assertEqual(len(set(seqs)), n)
+        commits = self.db.commits - before
+        self.assertLess(commits, n / 4, f"{n} concurrent writes took {commits} commits")
+        self.assertGreaterEqual(commits, 1)
+
+    @inlineCallbacks
+    def test_each_write_fires_only_after_its_commit_is_visible(self):
+        # When a write's Deferred fires, a brand-new connection already sees its row.
+        for i in range(5):
+            seq = yield self.db.write(lambda conn, i=i: record_txn(conn, "one", {"i": i}))
+            visible = yield threads_read(lambda seq=seq: self._seq_visible_elsewhere(seq))
+            self.assertTrue(visible, f"journal seq {seq} not visible after its write fired")
+        seqs = yield gatherResults(
+            [self.db.write(lambda conn, i=i: record_txn(conn, "many", {"i": i})) for i in range(50)]
+        )
+        count = yield threads_read(self._count_journal_elsewhere)
+        self.assertGreaterEqual(count, max(seqs) - min(seqs) + 1)
+
+    def _seq_visible_elsewhere(self, seq: int) -> bool:
+        engine = create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                found = conn.execute(
+                    select(schema.journal.c.seq).where(schema.journal.c.seq == seq)
+                ).first()
+                return found is not None
+        finally:
+            engine.dispose()
+
+    @inlineCallbacks
+    def test_a_failing_write_does_not_fail_its_batch_neighbours(self):
+        def bad(conn):
+            record_txn(conn, "doomed", {})
+            raise ValueError("refused by the test")
+
+        ds = [
+            self.db.write(lambda conn: record_txn(conn, "good", {"n": 1})),
+            self.db.write(bad),
+            self.db.write(lambda conn: record_txn(conn, "good", {"n": 2})),
+        ]
+        results = yield gatherResults([d.addErrback(lambda f: ("failed", f)) for d in ds])
+        self.assertIsInstance(results[0], int)
+        self.assertEqual(results[1][0], "failed")
+        self.assertTrue(results[1][1].check(ValueError))
+        self.assertIsInstance(results[2], int)
+        kinds = yield self.db.read(
+            lambda conn: list(conn.execute(select(schema.journal.c.kind)).scalars())
+        )
+        self.assertEqual(kinds.count("good"), 2)
+        self.assertNotIn("doomed", kinds)
+
+    @inlineCallbacks
+    def test_commit_and_rollback_hooks_run_on_the_writer_thread(self):
+        calls = []
+
+        def good(conn):
+            on_commit(conn, lambda: calls.append(("commit", threading.current_thread().name)))
+            on_rollback(conn, lambda: calls.append(("rollback", "good")))
+
+        def bad(conn):
+            on_commit(conn, lambda: calls.append(("commit", "bad")))
+            on_rollback(conn, lambda: calls.append(("rollback", "bad")))
+            raise ValueError("no")
+
+        yield gatherResults([self.db.write(good), self.db.write(bad).addErrback(lambda f: None)])
+        self.assertIn(("rollback", "bad"), calls)
+        self.assertNotIn(("commit", "bad"), calls)
+        self.assertNotIn(("rollback", "good"), calls)
+        [(kind, thread_name)] = [c for c in calls if c[0] == "commit"]
+        self.assertIn("store-write", thread_name)
+
+    @inlineCallbacks
+    def test_reads_and_writes_run_on_store_threads_never_the_reactor(self):
+        names = yield gatherResults(
+            [
+                self.db.read(lambda conn: threading.current_thread().name),
+                self.db.write(lambda conn: threading.current_thread().name),
+            ]
+        )
+        self.assertIn("store-read", names[0])
+        self.assertIn("store-write", names[1])
+        self.assertNotEqual(names[0], threading.main_thread().name)
+
+    def test_sql_on_the_reactor_thread_is_refused(self):
+        with self.db.engine.connect() as conn:
+            self.assertRaises(SQLOnReactorThread, conn.execute, text("SELECT 1"))
+
+
+def threads_read(fn):
+    """Run a blocking helper of the test off the reactor thread."""
+    from twisted.internet.threads import deferToThreadPool
+
+    return deferToThreadPool(reactor, reactor.getThreadPool(), fn)
+
+
+class SQLiteDatabaseTests(SQLiteMixin, _DatabaseTests, TestCase):
+    @inlineCallbacks
+    def test_sqlite_runs_in_wal_mode_with_full_sync(self):
+        mode = yield self.db.read(lambda conn: conn.exec_driver_sql("PRAGMA journal_mode").scalar())
+        sync = yield self.db.read(lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar())
+        self.assertEqual(mode, "wal")
+        self.assertEqual(sync, 2)  # FULL
+
+
+class PostgreSQLDatabaseTests(PostgreSQLMixin, _DatabaseTests, TestCase):
+    pass

@@ -1,0 +1,95 @@
+"""Schema migrations: the migrated database matches schema.py; stale schemas are refused."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, select, text
+from twisted.trial.unittest import SynchronousTestCase
+
+from mailbox_appliance.errors import SchemaError
+from mailbox_appliance.store import migrate, schema
+from tests.support.databases import PostgreSQLMixin, SQLiteMixin
+
+
+class _MigrationTests:
+    def setUp(self):
+        self.url = self.database_url()
+
+    def _engine(self):
+        engine = create_engine(self.url)
+        self.addCleanup(engine.dispose)
+        return engine
+
+    def test_migrated_database_matches_the_model(self):
+        migrate.upgrade(self.url)
+        with self._engine().connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(context, schema.metadata)
+        self.assertEqual(diff, [], f"schema.py and the migrations disagree: {diff}")
+
+    def test_new_database_is_created_at_the_newest_revision(self):
+        note = migrate.ensure_current(self.url, None)
+        self.assertIn(migrate.head_revision(), note)
+        status = migrate.schema_status(self.url)
+        self.assertTrue(status.up_to_date)
+        with self._engine().connect() as conn:
+            epoch = conn.execute(
+                select(schema.store_meta.c.value).where(schema.store_meta.c.key == "epoch")
+            ).scalar()
+        self.assertEqual(epoch, "1")
+
+    def test_upgrade_twice_changes_nothing(self):
+        self.assertEqual(migrate.upgrade(self.url), (None, migrate.head_revision()))
+        head = migrate.head_revision()
+        self.assertEqual(migrate.upgrade(self.url), (head, head))
+
+    def test_stale_schema_is_refused_with_the_upgrade_command(self):
+        migrate.upgrade(self.url)
+        # Pretend this software is one revision ahead of the database.
+        self.patch(migrate, "head_revision", lambda: "9999")
+        self.patch(migrate, "_is_known", lambda revision: True)
+        error = self.assertRaises(
+            SchemaError, migrate.ensure_current, self.url, "/etc/mail/appliance.yaml"
+        )
+        self.assertIn("mailbox-appliance --config /etc/mail/appliance.yaml db upgrade", str(error))
+
+    def test_schema_newer_than_the_software_is_refused(self):
+        migrate.upgrade(self.url)
+        with self._engine().begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
+        error = self.assertRaises(SchemaError, migrate.ensure_current, self.url, None)
+        self.assertIn("newer than this software", str(error))
+        self.assertRaises(SchemaError, migrate.upgrade, self.url)
+
+    def test_a_foreign_database_is_refused(self):
+        with self._engine().begin() as conn:
+            conn.execute(text("CREATE TABLE someone_elses (id INTEGER PRIMARY KEY)"))
+        error = self.assertRaises(SchemaError, migrate.ensure_current, self.url, None)
+        self.assertIn("not a mailbox-appliance schema", str(error))
+
+
+class SQLiteMigrationTests(SQLiteMixin, _MigrationTests, SynchronousTestCase):
+    pass
+
+
+class PostgreSQLMigrationTests(PostgreSQLMixin, _MigrationTests, SynchronousTestCase):
+    pass
+
+
+class PackagingTests(SynchronousTestCase):
+    def test_migrations_are_installed_with_the_package(self):
+        """A non-editable install must carry env.py and every revision, or upgrades fail."""
+        try:
+            files = metadata.files("mailbox-appliance") or []
+        except metadata.PackageNotFoundError:
+            self.skipTest("mailbox-appliance is not installed (pip install .)")
+        names = {str(f).replace("\\", "/") for f in files}
+        if not any(n.startswith("mailbox_appliance/") for n in names):
+            self.skipTest("an editable install: files are not listed in the distribution")
+        self.assertIn("mailbox_appliance/migrations/env.py", names)
+        self.assertIn("mailbox_appliance/migrations/script.py.mako", names)
+        self.assertIn("mailbox_appliance/migrations/versions/0001_initial_schema.py", names)
+        self.assertIn("twisted/plugins/mailbox_appliance_plugin.py", names)
