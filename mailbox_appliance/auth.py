@@ -58,18 +58,16 @@ class Passwords:
         return deferToThreadPool(self.reactor, self.pool, self._verify_thd, password_hash, password)
 
     def _verify_thd(self, password_hash: str | None, password: str) -> tuple[bool, bool]:
-        if password_hash is None:
+        if password_hash is None:  # no such account: spend the same time, then refuse
             if self._dummy_hash is None:
                 self._dummy_hash = self.hasher.hash(_DUMMY_PASSWORD)
-            password_hash, password = self._dummy_hash, password + "\0"
-            try:
-                self.hasher.verify(password_hash, password)
-            except VerificationError:
-                pass
-            return False, False
+            password_hash = self._dummy_hash
+            password = "\0" + password  # can never match the dummy
         try:
             self.hasher.verify(password_hash, password)
         except (VerificationError, InvalidHashError):
+            return False, False
+        if password_hash is self._dummy_hash:
             return False, False
         return True, self.hasher.check_needs_rehash(password_hash)
 
@@ -128,7 +126,7 @@ class AccountRealm:
         account_id, address = avatar_id
         if IAccount in interfaces:
             return IAccount, Account(account_id, address), lambda: None
-        raise NotImplementedError("this realm only gives IAccount avatars")
+        raise error.UnhandledCredentials("this realm only gives IAccount avatars")
 
 
 def make_portal(store, passwords: Passwords, realm: IRealm | None = None) -> Portal:
