@@ -10,7 +10,7 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from mailbox_appliance.store import schema
-from mailbox_appliance.store.db import SQLOnReactorThread, on_commit, on_rollback
+from mailbox_appliance.store.db import SQLOnReactorThread, StoreStopped, on_commit, on_rollback
 from mailbox_appliance.store.journal import record_txn
 from tests.support.databases import PostgreSQLMixin, SQLiteMixin
 from tests.support.store import started_store
@@ -122,6 +122,12 @@ class _DatabaseTests:
         self.assertIn("store-read", names[0])
         self.assertIn("store-write", names[1])
         self.assertNotEqual(names[0], threading.main_thread().name)
+
+    @inlineCallbacks
+    def test_reads_and_writes_after_stop_fail_instead_of_hanging(self):
+        yield self.store.stop()
+        yield self.assertFailure(self.db.write(lambda conn: None), StoreStopped)
+        yield self.assertFailure(self.db.read(lambda conn: None), StoreStopped)
 
     def test_sql_on_the_reactor_thread_is_refused(self):
         with self.db.engine.connect() as conn:

@@ -53,8 +53,9 @@ class Store:
 
     @inlineCallbacks
     def stop(self):
-        yield self.db.stop()
+        """Blob threads finish their files first; then queued writes commit and threads end."""
         self.blobs.stop()
+        yield self.db.stop()
 
     def _read(self, fn: Callable[..., T], *args, **kw) -> Deferred[T]:
         return self.db.read(_bind(fn, args, kw))

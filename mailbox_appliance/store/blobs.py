@@ -168,7 +168,8 @@ class BlobStore:
         return removed
 
     def stop(self) -> None:
-        self.pool.stop()
+        if self.pool.started:
+            self.pool.stop()
 
     def _in_thread(self, fn: Callable, *args) -> Deferred:
         return deferToThreadPool(self.reactor, self.pool, fn, *args)
@@ -333,10 +334,11 @@ class BlobWriter:
             return
         if self._file is None:
             name = f"{os.getpid()}-{os.urandom(8).hex()}"
+            path = os.path.join(self._store.hot.tmp, name)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-            fd = os.open(os.path.join(self._store.hot.tmp, name), flags, 0o640)
+            fd = os.open(path, flags, 0o640)
             self._file = os.fdopen(fd, "wb", buffering=0)
-            self._path = self._file.name
+            self._path = path  # not self._file.name: a file made by fdopen is named by its fd
         self._hash.update(chunk)
         self._file.write(chunk)
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import threadable
@@ -34,6 +34,10 @@ log = Logger()
 
 #: How many waiting writes may share one transaction at most.
 MAX_BATCH = 512
+
+
+class StoreStopped(RuntimeError):
+    """A read or write arrived after the store was stopped (it would never have run)."""
 
 
 class SQLOnReactorThread(RuntimeError):
@@ -131,6 +135,8 @@ class Database:
 
     def stop(self) -> Deferred:
         """Finish queued writes, then stop the threads and close every connection."""
+        if not self._running:
+            return succeed(None)
         self._running = False
 
         def _close():
@@ -152,10 +158,14 @@ class Database:
 
     def read(self, fn: Callable[[Connection], T]) -> Deferred[T]:
         """Run ``fn(conn)`` in a read transaction on a reader thread."""
+        if not self._running:
+            return fail(StoreStopped("the store is stopped"))
         return deferToThreadPool(self.reactor, self._readers, self._read_thd, fn)
 
     def write(self, fn: Callable[[Connection], T]) -> Deferred[T]:
         """Run ``fn(conn)`` in the next group commit; fires after the commit is durable."""
+        if not self._running:
+            return fail(StoreStopped("the store is stopped; nothing was written"))
         d: Deferred[T] = Deferred()
         with self._lock:
             self._pending.append(_Write(fn, d))
