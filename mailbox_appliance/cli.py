@@ -13,13 +13,14 @@ import getpass
 import sys
 from collections.abc import Callable
 
+from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet.defer import ensureDeferred
 
 from mailbox_appliance.addresses import normalize_address, split_address
 from mailbox_appliance.auth import Passwords
 from mailbox_appliance.config import SERVICES, Config, ConfigError, load_config, parse_size
 from mailbox_appliance.datadir import initialise
-from mailbox_appliance.errors import StoreError, UnknownDomain
+from mailbox_appliance.errors import DuplicateAccount, NoSuchAccount, StoreError, UnknownDomain
 from mailbox_appliance.store import Store, migrate
 
 
@@ -99,28 +100,34 @@ async def _user(store: Store, args, out, passwords: Passwords, config: Config) -
             )
         else:
             await store.set_password(args.address, password_hash)
-            print(f"changed the password of {args.address}", file=out)
+            print(f"changed the password of {normalize_address(args.address)}", file=out)
     elif args.action == "remove":
         await store.remove_account(args.address)
-        print(f"removed account {args.address} and its mail", file=out)
+        print(f"removed account {normalize_address(args.address)} and its mail", file=out)
     elif args.action == "quota":
         await store.set_quota(args.address, args.size)
-        print(f"quota of {args.address} is now {_human(args.size)}", file=out)
+        print(f"quota of {normalize_address(args.address)} is now {_human(args.size)}", file=out)
 
 
 async def _check_new_address(store: Store, address: str) -> None:
+    """Refuse what add_account would refuse, before anyone types a password."""
     _, domain = split_address(address)
     if not await store.is_local_domain(domain):
         raise UnknownDomain(f"{domain} is not a local domain (add it with: domain add {domain})")
+    try:
+        await store.account(address)
+    except NoSuchAccount:
+        return
+    raise DuplicateAccount(f"account {normalize_address(address)} already exists")
 
 
 async def _alias(store: Store, args, out) -> None:
     if args.action == "add":
         added = await store.add_alias(args.address, args.targets)
-        print(f"alias {args.address} -> {', '.join(added)}", file=out)
+        print(f"alias {normalize_address(args.address)} -> {', '.join(added)}", file=out)
     elif args.action == "remove":
         removed = await store.remove_alias(args.address, args.targets or None)
-        print(f"removed {removed} target(s) of alias {args.address}", file=out)
+        print(f"removed {removed} target(s) of alias {normalize_address(args.address)}", file=out)
     else:
         for row in await store.list_aliases(args.address):
             print(f"{row['address']}\t{row['target']}", file=out)
@@ -145,6 +152,8 @@ def _db(config: Config, args, out) -> None:
         status = migrate.schema_status(config.database_url)
     if args.action == "status":
         print(status.describe(), file=out)
+        if status.foreign or (status.current and not migrate.is_known(status.current)):
+            raise CommandError("this software cannot use that database")
         if not status.up_to_date:
             raise CommandError("the schema needs an upgrade: mailbox-appliance db upgrade")
         return
@@ -247,6 +256,10 @@ def run(argv: list[str], out=None) -> int:
         return 1
     except OSError as e:
         print(f"mailbox-appliance: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as e:  # e.g. the database server is down: one line, no traceback
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        print(f"mailbox-appliance: database: {reason}", file=sys.stderr)
         return 1
 
 

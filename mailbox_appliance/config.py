@@ -208,6 +208,15 @@ def _type_name(tp: object) -> str:
     return str(tp)
 
 
+def _show(value: object) -> str:
+    """A value as YAML spells it, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
 def _convert(value: object, tp: object, path: str, errors: list[str]) -> object:
     """Check ``value`` against type ``tp``; append errors; return the converted value."""
     origin = typing.get_origin(tp)
@@ -230,17 +239,17 @@ def _convert(value: object, tp: object, path: str, errors: list[str]) -> object:
             return None
     if tp is bool:
         if not isinstance(value, bool):
-            errors.append(f"{path}: expected true or false, got {value!r}")
+            errors.append(f"{path}: expected true or false, got {_show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            errors.append(f"{path}: expected an integer, got {value!r}")
+            errors.append(f"{path}: expected an integer, got {_show(value)}")
         elif value < 0:
-            errors.append(f"{path}: expected zero or more, got {value!r}")
+            errors.append(f"{path}: expected zero or more, got {_show(value)}")
         return value
     if tp is str:
         if not isinstance(value, str) or not value:
-            errors.append(f"{path}: expected a non-empty string, got {value!r}")
+            errors.append(f"{path}: expected a non-empty string, got {_show(value)}")
         return value
     raise TypeError(f"config walker cannot handle {tp!r} at {path}")
 
@@ -251,7 +260,7 @@ def _build(cls: type, data: object, path: str, errors: list[str]) -> object:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        errors.append(f"{path or 'config'}: expected a mapping, got {data!r}")
+        errors.append(f"{path or 'config'}: expected a mapping, got {_show(data)}")
         return cls()
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
@@ -316,8 +325,7 @@ def endpoint_problem(description: object) -> str | None:
     return None
 
 
-def _check_semantics(config: Config, errors: list[str]) -> None:
-    """Checks that look at values together or at the file system."""
+def _check_tls(config: Config, errors: list[str]) -> None:
     if (config.tls.cert is None) != (config.tls.key is None):
         errors.append("tls: give both cert and key, or neither (null = self-signed)")
     elif config.tls.cert:
@@ -326,23 +334,54 @@ def _check_semantics(config: Config, errors: list[str]) -> None:
         problem = certificate_problem(config.tls.cert, config.tls.key)
         if problem:
             errors.append(problem)
-    if config.database is not None:
-        from sqlalchemy.engine import make_url
 
-        try:
-            url = make_url(config.database)
-        except Exception as e:
-            errors.append(f"database: not an SQLAlchemy URL: {e}")
-        else:
-            if url.get_backend_name() not in ("sqlite", "postgresql"):
-                errors.append("database: only sqlite:// and postgresql+psycopg:// are supported")
+
+def _check_database(config: Config, errors: list[str]) -> None:
+    if config.database is None:
+        return
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(config.database)
+    except Exception as e:
+        errors.append(f"database: not an SQLAlchemy URL: {e}")
+    else:
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            errors.append("database: only sqlite:// and postgresql+psycopg:// are supported")
+
+
+def _check_threads(config: Config, errors: list[str]) -> None:
     for name in ("reader_threads", "blob_threads"):
         if getattr(config.storage, name) < 1:
             errors.append(f"storage.{name}: expected at least 1")
+
+
+def _check_hash_threads(config: Config, errors: list[str]) -> None:
     if config.auth.hash_threads < 1:
         errors.append("auth.hash_threads: expected at least 1")
+
+
+def _check_data_dir(config: Config, errors: list[str]) -> None:
     if os.path.exists(config.data_dir) and not os.path.isdir(config.data_dir):
         errors.append(f"data_dir: {config.data_dir!r} exists and is not a directory")
+
+
+#: Checks that look at values together or at the file system, each with the key it reads.
+#: A check runs only when its key had no type error, so all problems are reported at once.
+_SEMANTIC_CHECKS = (
+    ("tls", _check_tls),
+    ("database", _check_database),
+    ("storage", _check_threads),
+    ("auth", _check_hash_threads),
+    ("data_dir", _check_data_dir),
+)
+
+
+def _check_semantics(config: Config, errors: list[str]) -> None:
+    broken = {error.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0] for error in errors}
+    for key, check in _SEMANTIC_CHECKS:
+        if key not in broken:
+            check(config, errors)
 
 
 def parse_config(data: object, source: str | None = None) -> Config:
@@ -350,15 +389,21 @@ def parse_config(data: object, source: str | None = None) -> Config:
     errors: list[str] = []
     config = _build(Config, data, "", errors)
     assert isinstance(config, Config)
-    if not errors:
-        _check_semantics(config, errors)
+    _check_semantics(config, errors)
     if errors:
         raise ConfigError(errors)
-    data_dir = os.path.abspath(config.data_dir)
-    storage = config.storage
+    storage, tls = config.storage, config.tls
     if storage.hot_path:
         storage = dataclasses.replace(storage, hot_path=os.path.abspath(storage.hot_path))
-    return dataclasses.replace(config, data_dir=data_dir, storage=storage, source=source)
+    if tls.cert and tls.key:
+        tls = TLSConfig(cert=os.path.abspath(tls.cert), key=os.path.abspath(tls.key))
+    return dataclasses.replace(
+        config,
+        data_dir=os.path.abspath(config.data_dir),
+        storage=storage,
+        tls=tls,
+        source=source,
+    )
 
 
 def load_config(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Config:

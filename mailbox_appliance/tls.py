@@ -90,24 +90,33 @@ def _write_atomically(path: str, data: bytes, mode: int) -> None:
 
 
 def ensure_certificate(config) -> str | None:
-    """Generate the self-signed pair if the config asks for it and none is valid yet.
+    """Generate the self-signed pair if the config asks for it and none serves yet.
+
+    A generated certificate is replaced when it is damaged, has expired, or does not name
+    the configured hostname (the admin changed ``hostname``).
 
     Returns a line for the log when a certificate was made.
     """
     if config.tls.cert:
         return None
     cert, key = config.tls_cert_path, config.tls_key_path
-    if os.path.exists(cert) and os.path.exists(key) and not _expired(cert):
-        if certificate_problem(cert, key) is None:
-            return None
+    # certificate_problem first: _still_good cannot read a damaged file.
+    if certificate_problem(cert, key) is None and _still_good(cert, config.hostname):
+        return None
     generate_self_signed(cert, key, config.hostname)
     return f"generated a self-signed TLS certificate for {config.hostname} in {cert}"
 
 
-def _expired(cert_path: str) -> bool:
+def _still_good(cert_path: str, hostname: str) -> bool:
     with open(cert_path, "rb") as f:
         cert = x509.load_pem_x509_certificate(f.read())
-    return cert.not_valid_after_utc <= datetime.datetime.now(datetime.UTC)
+    if cert.not_valid_after_utc <= datetime.datetime.now(datetime.UTC):
+        return False
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return hostname.lower() in (n.lower() for n in names.get_values_for_type(x509.DNSName))
 
 
 def server_context_factory(config) -> ssl.CertificateOptions:

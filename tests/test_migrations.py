@@ -50,7 +50,7 @@ class _MigrationTests:
         migrate.upgrade(self.url)
         # Pretend this software is one revision ahead of the database.
         self.patch(migrate, "head_revision", lambda: "9999")
-        self.patch(migrate, "_is_known", lambda revision: True)
+        self.patch(migrate, "is_known", lambda revision: True)
         error = self.assertRaises(
             SchemaError, migrate.ensure_current, self.url, "/etc/mail/appliance.yaml"
         )

@@ -90,7 +90,7 @@ def upgrade(url: str) -> tuple[str | None, str]:
             before = _status(conn)
             if before.foreign:
                 raise SchemaError(before.describe())
-            if before.current is not None and not _is_known(before.current):
+            if before.current is not None and not is_known(before.current):
                 raise SchemaError(
                     f"schema revision {before.current} is newer than this software knows; "
                     "install the newer mailbox-appliance"
@@ -102,7 +102,7 @@ def upgrade(url: str) -> tuple[str | None, str]:
         engine.dispose()
 
 
-def _is_known(revision: str) -> bool:
+def is_known(revision: str) -> bool:
     try:
         return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
     except Exception:
@@ -135,7 +135,7 @@ def ensure_current(url: str, config_path: str | None) -> str:
         return f"created a new database schema at revision {status.head}"
     if status.up_to_date:
         return f"database schema at revision {status.current}"
-    if not _is_known(status.current):
+    if not is_known(status.current):
         raise SchemaError(
             f"database schema revision {status.current} is newer than this software; "
             "install the newer mailbox-appliance"
