@@ -7,6 +7,8 @@ fails with a :class:`StartupError` that names the listener that could not be bou
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 
 from twisted.application.service import Service
@@ -68,7 +70,11 @@ class Appliance:
     @inlineCallbacks
     def start(self):
         """Store, background work, then every configured listener; fails on a bind error."""
-        yield self.store.start()
+        try:
+            yield self.store.start()
+        except OSError as e:
+            yield self.store.stop()
+            raise StartupError(f"storage: cannot prepare {e.filename}: {e.strerror}") from e
         self.passwords.start()
         self.running = True
         if self.config.storage.gc_interval:
@@ -170,9 +176,6 @@ class ApplianceService(Service):
 
 def _exit_failure() -> None:
     """twistd has no exit status of its own; leave with 1 once shutdown is done."""
-    import os
-    import sys
-
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)

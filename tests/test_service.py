@@ -36,6 +36,13 @@ def _insecure() -> ssl.SSLContext:
     return context
 
 
+def initialise_schema_only(config) -> None:
+    from mailbox_appliance.store.migrate import upgrade
+
+    os.makedirs(config.data_dir, exist_ok=True)
+    upgrade(config.database_url)
+
+
 def _assert_clean_stop(testcase, twistd: Twistd) -> None:
     """SIGTERM shuts down in order; twistd then re-raises the signal, as it always does."""
     code = twistd.stop()
@@ -81,6 +88,17 @@ class ApplianceTests(TestCase):
         self.assertIn("listen.admin[0]", str(error))
         self.assertIn(str(port), str(error))
         self.assertFalse(appliance.running, "a failed start must release the store")
+
+    @inlineCallbacks
+    def test_an_unusable_blob_directory_fails_start_naming_storage(self):
+        blocker = os.path.abspath(self.mktemp())
+        with open(blocker, "w") as f:
+            f.write("a file where the blob directory should be")
+        config = make_config(self.mktemp(), storage={"hot_path": blocker})
+        initialise_schema_only(config)
+        appliance = Appliance(config, reactor)
+        error = yield self.assertFailure(appliance.start(), StartupError)
+        self.assertTrue(str(error).startswith("storage: cannot prepare"), str(error))
 
     @inlineCallbacks
     def test_implicit_tls_services_are_wrapped_in_tls(self):
