@@ -8,10 +8,10 @@ data waits for the disk, so memory stays flat whatever the size.
 
 Lifetime (design rule 4): every file has a ``blobs`` row *before* it becomes visible, written by
 ``BlobStore.finish`` with refcount 0.  Callers then take a reference in their own transaction
-(:func:`incref_txn`).  Garbage collection deletes rows whose refcount has been zero for a grace
-period and unlinks their files after that commit.  So a crash at any point leaves at worst a
-row without a file (collected later) and never a file nobody knows about, and no directory scan
-is ever needed.
+(:func:`incref_txn`).  Garbage collection takes blobs whose refcount has been zero for a grace
+period: it unlinks their files (durably), then deletes their rows in the same transaction.  So a
+crash at any point leaves at worst a row without a file (collected later) and never a file
+nobody knows about, and no directory scan is ever needed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable
 from typing import BinaryIO, NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IProducer
@@ -36,7 +36,7 @@ from zope.interface import implementer
 from mailbox_appliance.errors import BlobMissing
 from mailbox_appliance.interfaces import IBlobTier
 from mailbox_appliance.store import schema
-from mailbox_appliance.store.db import Database, on_commit
+from mailbox_appliance.store.db import Database
 from mailbox_appliance.store.journal import record_txn
 
 log = Logger()
@@ -65,6 +65,23 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _makedirs_durable(path: str) -> None:
+    """``os.makedirs``, fsyncing the parent of every directory it creates.
+
+    Without this a power loss can drop a new ``ab/`` or ``ab/cd/`` entry, and with it a blob
+    whose own rename was fsync'd.
+    """
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    _makedirs_durable(parent)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return  # another blob thread made it (and fsyncs its parent)
+    _fsync_dir(parent)
+
+
 @implementer(IBlobTier)
 class HotTier:
     """Blob files on a local directory; ``path_for`` names where a blob lives."""
@@ -90,42 +107,50 @@ class HotTier:
 
 # -- transaction functions (run on the writer thread) -------------------------------------
 
+# Built once and run with parameters: building a statement with literal values costs more
+# on the single writer thread than running it (SQLAlchemy derives a cache key from every
+# literal each time), and these run for every message delivered.
+_blobs = schema.blobs
+_REFCOUNT = select(_blobs.c.refcount).where(_blobs.c.sha256 == bindparam("b_sha256"))
+_INSERT = _blobs.insert()
+_RESTART_GRACE = (
+    update(_blobs)
+    .where(_blobs.c.sha256 == bindparam("b_sha256"))
+    .values(zero_since=bindparam("b_now"), last_access=bindparam("b_now"))
+)
+_INCREF = (
+    update(_blobs)
+    .where(_blobs.c.sha256 == bindparam("b_sha256"))
+    .values(refcount=_blobs.c.refcount + bindparam("b_count"), zero_since=None)
+)
+
 
 def register_txn(conn: Connection, ref: BlobRef, tier: str) -> None:
     """Make sure a row exists for ``ref`` before its file becomes visible."""
     now = _utcnow()
-    row = conn.execute(
-        select(schema.blobs.c.refcount).where(schema.blobs.c.sha256 == ref.sha256)
-    ).first()
+    row = conn.execute(_REFCOUNT, {"b_sha256": ref.sha256}).first()
     if row is None:
         conn.execute(
-            schema.blobs.insert().values(
-                sha256=ref.sha256,
-                size=ref.size,
-                tier=tier,
-                refcount=0,
-                created=now,
-                last_access=now,
-                zero_since=now,
-            )
+            _INSERT,
+            {
+                "sha256": ref.sha256,
+                "size": ref.size,
+                "tier": tier,
+                "refcount": 0,
+                "created": now,
+                "last_access": now,
+                "zero_since": now,
+            },
         )
         record_txn(conn, "blob.add", {"sha256": ref.sha256, "size": ref.size, "tier": tier})
     elif row.refcount == 0:
         # Restart the grace period so garbage collection leaves it to the coming reference.
-        conn.execute(
-            update(schema.blobs)
-            .where(schema.blobs.c.sha256 == ref.sha256)
-            .values(zero_since=now, last_access=now)
-        )
+        conn.execute(_RESTART_GRACE, {"b_sha256": ref.sha256, "b_now": now})
 
 
 def incref_txn(conn: Connection, sha256: str, count: int = 1) -> None:
     """Take ``count`` references to a blob; BlobMissing if it was collected."""
-    result = conn.execute(
-        update(schema.blobs)
-        .where(schema.blobs.c.sha256 == sha256)
-        .values(refcount=schema.blobs.c.refcount + count, zero_since=None)
-    )
+    result = conn.execute(_INCREF, {"b_sha256": sha256, "b_count": count})
     if result.rowcount != 1:
         raise BlobMissing(sha256)
 
@@ -197,7 +222,7 @@ class BlobStore:
             os.unlink(tmp_path)  # the same content is already stored: keep one copy
             return ref
         parent = os.path.dirname(final)
-        os.makedirs(parent, exist_ok=True)
+        _makedirs_durable(parent)
         os.rename(tmp_path, final)
         _fsync_dir(parent)
         return ref
@@ -247,21 +272,35 @@ class BlobStore:
                 .limit(limit)
             ).scalars()
         )
-        if not shas:
+        # Files go before their rows (see the module doc): a crash or a failed commit after
+        # this leaves rows without files, which the next collection deletes; deleting rows
+        # first would leave files nobody knows about.  Nothing refers to these blobs, and a
+        # new register_txn of the same content waits for this transaction (one writer).
+        gone = self._unlink_thd(shas)
+        if not gone:
             return 0
-        conn.execute(blobs.delete().where(blobs.c.sha256.in_(shas), blobs.c.refcount == 0))
-        record_txn(conn, "blob.delete", {"sha256": shas})
-        on_commit(conn, lambda: self._unlink_thd(shas))
-        return len(shas)
+        conn.execute(blobs.delete().where(blobs.c.sha256.in_(gone), blobs.c.refcount == 0))
+        record_txn(conn, "blob.delete", {"sha256": gone})
+        return len(gone)
 
-    def _unlink_thd(self, shas: list[str]) -> None:
-        # Runs on the writer thread right after the commit, before any later write can
-        # register the same content again (see register_txn).
+    def _unlink_thd(self, shas: list[str]) -> list[str]:
+        """Remove the files durably; return the blobs whose file is gone (or was never there)."""
+        gone, parents = [], set()
         for sha in shas:
+            path = self.path_for(sha)
             try:
-                os.unlink(self.path_for(sha))
+                os.unlink(path)
             except FileNotFoundError:
                 pass
+            except OSError:
+                log.failure("cannot remove blob file {path}; its row stays", path=path)
+                continue
+            else:
+                parents.add(os.path.dirname(path))
+            gone.append(sha)
+        for parent in parents:
+            _fsync_dir(parent)
+        return gone
 
 
 @implementer(IConsumer)
@@ -340,12 +379,16 @@ class BlobWriter:
             self._file = os.fdopen(fd, "wb", buffering=0)
             self._path = path  # not self._file.name: a file made by fdopen is named by its fd
         self._hash.update(chunk)
-        self._file.write(chunk)
+        view = memoryview(chunk)
+        while view:  # an unbuffered write may write less than it was given
+            view = view[self._file.write(view) :]
 
-    def _seal_thd(self) -> tuple[str, BlobRef]:
-        """fsync and close the temporary file; the content's name is now known."""
-        if self._file is None:  # empty content
-            self._write_thd(b"")
+    def _seal_thd(self, last: bytes) -> tuple[str, BlobRef]:
+        """Write the last piece, fsync and close the file; the content's name is now known.
+
+        One trip to a blob thread for both: a small blob (the common case) takes just this one.
+        """
+        self._write_thd(last)  # also makes the file for empty content
         assert self._file is not None and self._path is not None
         os.fsync(self._file.fileno())
         self._file.close()
@@ -353,14 +396,15 @@ class BlobWriter:
 
     def finish(self) -> Deferred[BlobRef]:
         """Write what is left, make it durable, and fire with its BlobRef."""
-        self._flush()
+        last, self._buffer = bytes(self._buffer), bytearray()
+        self._size += len(last)
         self._done = True
         d = self._tail
 
         def _seal(_):
             if self._error is not None:
                 return self._error
-            return self._store._in_thread(self._seal_thd)
+            return self._store._in_thread(self._seal_thd, last)
 
         d.addCallback(_seal)
         d.addCallback(lambda sealed: self._store._publish(*sealed))
