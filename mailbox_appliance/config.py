@@ -53,6 +53,10 @@ DEFAULT_PORTS = {
 }
 
 
+#: The largest storage.inline_max: one streaming chunk of the blob writer.
+MAX_INLINE = 256 * 1024
+
+
 class ConfigError(Exception):
     """The configuration is invalid; ``errors`` lists every problem, each naming its key."""
 
@@ -125,6 +129,9 @@ class StorageConfig:
     reader_threads: int = 4
     #: Threads that write, fsync and read blob files.
     blob_threads: int = 4
+    #: Content up to this size is kept in the database with its message (one fsync serves a
+    #: whole batch of small messages); larger content goes to blob files.  0 = always files.
+    inline_max: Size = Size(64 * 1024)
 
 
 @dataclass(frozen=True)
@@ -350,10 +357,12 @@ def _check_database(config: Config, errors: list[str]) -> None:
             errors.append("database: only sqlite:// and postgresql+psycopg:// are supported")
 
 
-def _check_threads(config: Config, errors: list[str]) -> None:
+def _check_storage(config: Config, errors: list[str]) -> None:
     for name in ("reader_threads", "blob_threads"):
         if getattr(config.storage, name) < 1:
             errors.append(f"storage.{name}: expected at least 1")
+    if config.storage.inline_max > MAX_INLINE:
+        errors.append(f"storage.inline_max: at most {MAX_INLINE // 1024} KiB")
 
 
 def _check_hash_threads(config: Config, errors: list[str]) -> None:
@@ -371,7 +380,7 @@ def _check_data_dir(config: Config, errors: list[str]) -> None:
 _SEMANTIC_CHECKS = (
     ("tls", _check_tls),
     ("database", _check_database),
-    ("storage", _check_threads),
+    ("storage", _check_storage),
     ("auth", _check_hash_threads),
     ("data_dir", _check_data_dir),
 )

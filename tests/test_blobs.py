@@ -243,11 +243,14 @@ reactor.run()
 
 
 class BlobStoreTestsMixin:
-    """The blob store's behaviour; mixed with a database mixin and a TestCase below."""
+    """The blob store's file tier; mixed with a database mixin and a TestCase below.
+
+    ``inline_max=0`` sends even small content to files; InlineBlobTestsMixin covers the rest.
+    """
 
     @inlineCallbacks
     def setUp(self):
-        self.store = yield started_store(self, self.database_url())
+        self.store = yield started_store(self, self.database_url(), inline_max=0)
         self.root = self.store.blobs.hot.root
 
     # -- put, dedup -------------------------------------------------------------------------
@@ -600,6 +603,95 @@ class BlobStoreTestsMixin:
     def test_hot_tier_provides_iblobtier(self):
         self.assertTrue(verifyObject(IBlobTier, self.store.blobs.hot))
         self.assertTrue(verifyObject(IBlobTier, HotTier(self.mktemp())))
+
+
+class InlineBlobTestsMixin:
+    """Small content lives in its row, made durable by the delivering transaction."""
+
+    @inlineCallbacks
+    def setUp(self):
+        self.store = yield started_store(self, self.database_url(), inline_max=64 * 1024)
+        yield self.store.add_domain("example.test")
+        self.alice = yield self.store.add_account("alice@example.test", "not-a-hash", 10**9)
+
+    def _files(self) -> list[str]:
+        root = self.store.blobs.hot.root
+        return [
+            os.path.join(d, n)
+            for d, _, names in os.walk(root)
+            for n in names
+            if not d.startswith(os.path.join(root, "tmp"))
+        ]
+
+    @inlineCallbacks
+    def test_small_content_is_stored_only_by_the_delivery_that_uses_it(self):
+        data = _content(10 * 1024, seed=11)
+        ref = yield self.store.blobs.put(data)
+        self.assertEqual((ref.sha256, ref.size, ref.inline), (_sha(data), len(data), data))
+        self.assertIsNone((yield _blob_row(self.store, ref.sha256)), "nothing stored yet")
+        yield self.store.deliver(ref, [(self.alice, "INBOX")])
+        row = yield _blob_row(self.store, ref.sha256)
+        self.assertEqual((row["tier"], row["refcount"], row["data"]), ("inline", 1, data))
+        self.assertEqual(self._files(), [], "inline content never touches a file")
+        self.assertEqual((yield self.store.blobs.read_bytes(ref.sha256)), data)
+        f = yield self.store.blobs.open(ref.sha256)
+        with f:
+            self.assertEqual(f.read(), data)
+
+    @inlineCallbacks
+    def test_same_small_content_delivered_twice_is_stored_once(self):
+        data = _content(2048, seed=12)
+        first = yield self.store.blobs.put(data)
+        second = yield self.store.blobs.put(data)
+        yield self.store.deliver(first, [(self.alice, "INBOX")])
+        yield self.store.deliver(second, [(self.alice, "Archive")])
+        self.assertEqual((yield _count(self.store, schema.blobs)), 1)
+        self.assertEqual((yield _blob_row(self.store, first.sha256))["refcount"], 2)
+
+    @inlineCallbacks
+    def test_content_over_inline_max_goes_to_a_file(self):
+        data = _content(64 * 1024 + 1, seed=13)
+        ref = yield self.store.blobs.put(data)
+        self.assertIsNone(ref.inline)
+        self.assertEqual((yield _blob_row(self.store, ref.sha256))["tier"], "hot")
+        self.assertTrue(os.path.exists(self.store.blobs.path_for(ref.sha256)))
+
+    @inlineCallbacks
+    def test_a_file_for_content_already_stored_inline_is_not_kept(self):
+        data = _content(1000, seed=14)
+        yield self.store.deliver((yield self.store.blobs.put(data)), [(self.alice, "INBOX")])
+        self.store.blobs.inline_max = 0  # as after a configuration change
+        ref = yield self.store.blobs.put(data)
+        self.assertIsNone(ref.inline)
+        yield self.store.deliver(ref, [(self.alice, "INBOX")])
+        row = yield _blob_row(self.store, ref.sha256)
+        self.assertEqual((row["tier"], row["refcount"]), ("inline", 2))
+        self.assertEqual(self._files(), [])
+        self.assertEqual((yield self.store.blobs.read_bytes(ref.sha256)), data)
+
+    @inlineCallbacks
+    def test_failed_delivery_stores_no_inline_content(self):
+        ref = yield self.store.blobs.put(_content(500, seed=15))
+        yield self.assertFailure(self.store.deliver(ref, [(self.alice, "NoSuchBox")]), Exception)
+        self.assertIsNone((yield _blob_row(self.store, ref.sha256)))
+        self.assertEqual((yield _count(self.store, schema.messages)), 0)
+
+    @inlineCallbacks
+    def test_unreferenced_inline_blob_is_collected_after_the_grace_period(self):
+        ref = yield self.store.blobs.put(_content(700, seed=16))
+        yield self.store.deliver(ref, [(self.alice, "INBOX")])
+        yield self.store.remove_account("alice@example.test")
+        self.assertEqual((yield self.store.blobs.collect(grace_seconds=3600)), 0)
+        self.assertEqual((yield self.store.blobs.collect(grace_seconds=-1)), 1)
+        self.assertIsNone((yield _blob_row(self.store, ref.sha256)))
+
+
+class InlineBlobSQLiteTests(SQLiteMixin, InlineBlobTestsMixin, TestCase):
+    pass
+
+
+class InlineBlobPostgreSQLTests(PostgreSQLMixin, InlineBlobTestsMixin, TestCase):
+    pass
 
 
 class BlobStoreSQLiteTests(SQLiteMixin, BlobStoreTestsMixin, TestCase):

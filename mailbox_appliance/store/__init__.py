@@ -14,8 +14,9 @@ from sqlalchemy import text
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from mailbox_appliance.store import accounts, mailboxes
-from mailbox_appliance.store.blobs import BlobRef, BlobStore
+from mailbox_appliance.store.blobs import DEFAULT_INLINE_MAX, BlobRef, BlobStore
 from mailbox_appliance.store.db import Database
+from mailbox_appliance.store.delivery import Delivered, Delivery, deliver_many_txn
 
 T = TypeVar("T")
 
@@ -31,10 +32,13 @@ class Store:
         *,
         reader_threads: int = 4,
         blob_threads: int = 4,
+        inline_max: int = DEFAULT_INLINE_MAX,
     ):
         self.reactor = reactor
         self.db = Database(reactor, database_url, reader_threads=reader_threads)
-        self.blobs = BlobStore(reactor, self.db, hot_blob_path, threads=blob_threads)
+        self.blobs = BlobStore(
+            reactor, self.db, hot_blob_path, threads=blob_threads, inline_max=inline_max
+        )
 
     @classmethod
     def from_config(cls, reactor, config) -> Store:
@@ -44,6 +48,7 @@ class Store:
             config.hot_blob_path,
             reader_threads=config.storage.reader_threads,
             blob_threads=config.storage.blob_threads,
+            inline_max=config.storage.inline_max,
         )
 
     @inlineCallbacks
@@ -121,16 +126,13 @@ class Store:
         internal_date: datetime.datetime | None = None,
         message_id: str | None = None,
         flags: Sequence[str] = (),
-    ) -> Deferred[list[mailboxes.Delivered]]:
-        """Durably file a stored blob into each ``(account_id, mailbox)``; fires after commit."""
-        return self._write(
-            mailboxes.deliver_txn,
-            ref,
-            recipients,
-            internal_date=internal_date,
-            message_id=message_id,
-            flags=flags,
-        )
+    ) -> Deferred[list[Delivered]]:
+        """Durably file a stored blob into each ``(account_id, mailbox)``; fires after commit.
+
+        Deliveries queued together share one batch of statements and one commit.
+        """
+        item = Delivery(ref, tuple(recipients), internal_date, message_id, tuple(flags))
+        return self.db.write_batched(deliver_many_txn, item)
 
     def health(self) -> Deferred[dict[str, Any]]:
         """A round trip through a reader thread, with the schema revision and commit count."""

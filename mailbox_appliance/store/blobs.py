@@ -1,60 +1,70 @@
-"""The content-addressed blob store: files named by their SHA-256, streamed in and out.
+"""The content-addressed blob store: content named by its SHA-256, streamed in and out.
 
-Writing (design rule 3): bytes pass through a fixed-size buffer to a temporary file inside the
-tier directory, are hashed as they flow, fsync'd, and renamed to ``<tier>/ab/cd/<sha256>``; the
-directory is fsync'd after the rename.  File work runs on the blob threads, never on the reactor.
-A writer is an ``IConsumer``: a streaming producer (a TCP transport) is paused while too much
-data waits for the disk, so memory stays flat whatever the size.
+Where content lives: small content (up to ``inline_max``) inline in its ``blobs`` row, written
+in the delivering transaction; anything larger in the hot tier directory as
+``<tier>/ab/cd/<sha256>``.  Large content is streamed by :class:`BlobWriter`: into a temporary
+file in the tier directory, hashed as it flows, fsync'd, then renamed into place and the
+directory fsync'd.  File work runs on the blob threads, never on the reactor.
 
-Lifetime (design rule 4): every file has a ``blobs`` row *before* it becomes visible, written by
-``BlobStore.finish`` with refcount 0.  Callers then take a reference in their own transaction
-(:func:`incref_txn`).  Garbage collection takes blobs whose refcount has been zero for a grace
-period: it unlinks their files (durably), then deletes their rows in the same transaction.  So a
-crash at any point leaves at worst a row without a file (collected later) and never a file
-nobody knows about, and no directory scan is ever needed.
+Lifetime (design rule 4): every file has a ``blobs`` row *before* it becomes visible (refcount
+0, written by ``_publish``).  Callers then take a reference in their own transaction
+(``blob_rows.reference_many_txn``).  Garbage collection takes blobs whose refcount has been zero for
+a grace period: it unlinks their files (durably), then deletes their rows in the same
+transaction.  So a crash at any point leaves at worst a row without a file (collected later)
+and never a file nobody knows about, and no directory scan is ever needed.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
+import io
 import os
 from collections.abc import Callable
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer, IProducer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from mailbox_appliance.errors import BlobMissing
 from mailbox_appliance.interfaces import IBlobTier
 from mailbox_appliance.store import schema
+from mailbox_appliance.store.blob_rows import (
+    INLINE,
+    BlobRef,
+    decref_txn,
+    incref_txn,
+    inline_content_txn,
+    reference_many_txn,
+    register_txn,
+    utcnow,
+)
+from mailbox_appliance.store.blobwriter import CHUNK_SIZE, HIGH_WATER, BlobWriter
 from mailbox_appliance.store.db import Database
 from mailbox_appliance.store.journal import record_txn
 
+__all__ = [
+    "CHUNK_SIZE",
+    "HIGH_WATER",
+    "BlobRef",
+    "BlobStore",
+    "BlobWriter",
+    "HotTier",
+    "decref_txn",
+    "incref_txn",
+    "reference_many_txn",
+]
+
 log = Logger()
 
-#: Bytes gathered before a chunk is handed to a blob thread.
-CHUNK_SIZE = 256 * 1024
-#: A streaming producer is paused while more than this waits to be written.
-HIGH_WATER = 4 * CHUNK_SIZE
 TMP_DIR = "tmp"
-
-
-class BlobRef(NamedTuple):
-    sha256: str
-    size: int
-
-
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+#: Content up to this size is kept inline in its row unless the store is told otherwise.
+DEFAULT_INLINE_MAX = 64 * 1024
 
 
 def _fsync_dir(path: str) -> None:
@@ -105,79 +115,27 @@ class HotTier:
         return removed
 
 
-# -- transaction functions (run on the writer thread) -------------------------------------
-
-# Built once and run with parameters: building a statement with literal values costs more
-# on the single writer thread than running it (SQLAlchemy derives a cache key from every
-# literal each time), and these run for every message delivered.
-_blobs = schema.blobs
-_REFCOUNT = select(_blobs.c.refcount).where(_blobs.c.sha256 == bindparam("b_sha256"))
-_INSERT = _blobs.insert()
-_RESTART_GRACE = (
-    update(_blobs)
-    .where(_blobs.c.sha256 == bindparam("b_sha256"))
-    .values(zero_since=bindparam("b_now"), last_access=bindparam("b_now"))
-)
-_INCREF = (
-    update(_blobs)
-    .where(_blobs.c.sha256 == bindparam("b_sha256"))
-    .values(refcount=_blobs.c.refcount + bindparam("b_count"), zero_since=None)
-)
-
-
-def register_txn(conn: Connection, ref: BlobRef, tier: str) -> None:
-    """Make sure a row exists for ``ref`` before its file becomes visible."""
-    now = _utcnow()
-    row = conn.execute(_REFCOUNT, {"b_sha256": ref.sha256}).first()
-    if row is None:
-        conn.execute(
-            _INSERT,
-            {
-                "sha256": ref.sha256,
-                "size": ref.size,
-                "tier": tier,
-                "refcount": 0,
-                "created": now,
-                "last_access": now,
-                "zero_since": now,
-            },
-        )
-        record_txn(conn, "blob.add", {"sha256": ref.sha256, "size": ref.size, "tier": tier})
-    elif row.refcount == 0:
-        # Restart the grace period so garbage collection leaves it to the coming reference.
-        conn.execute(_RESTART_GRACE, {"b_sha256": ref.sha256, "b_now": now})
-
-
-def incref_txn(conn: Connection, sha256: str, count: int = 1) -> None:
-    """Take ``count`` references to a blob; BlobMissing if it was collected."""
-    result = conn.execute(_INCREF, {"b_sha256": sha256, "b_count": count})
-    if result.rowcount != 1:
-        raise BlobMissing(sha256)
-
-
-def decref_txn(conn: Connection, sha256: str, count: int = 1) -> None:
-    """Drop ``count`` references; at zero the blob waits out the grace period, then goes."""
-    blobs = schema.blobs
-    conn.execute(
-        update(blobs).where(blobs.c.sha256 == sha256).values(refcount=blobs.c.refcount - count)
-    )
-    conn.execute(
-        update(blobs)
-        .where(blobs.c.sha256 == sha256, blobs.c.refcount <= 0)
-        .values(refcount=0, zero_since=_utcnow())
-    )
-
-
 # -- the store ----------------------------------------------------------------------------
 
 
 class BlobStore:
     """Streams blobs in and out of the tier directories, and collects unreferenced ones."""
 
-    def __init__(self, reactor, db: Database, hot_root: str, *, threads: int = 4):
+    def __init__(
+        self,
+        reactor,
+        db: Database,
+        hot_root: str,
+        *,
+        threads: int = 4,
+        inline_max: int = DEFAULT_INLINE_MAX,
+    ):
+        if inline_max > CHUNK_SIZE:
+            raise ValueError(f"inline_max may be at most {CHUNK_SIZE} bytes")
         self.reactor = reactor
         self.db = db
         self.hot = HotTier(hot_root)
+        self.inline_max = inline_max
         self.pool = ThreadPool(minthreads=1, maxthreads=threads, name="store-blob")
 
     def start(self) -> Deferred[int]:
@@ -213,12 +171,12 @@ class BlobStore:
     def _publish(self, tmp_path: str, ref: BlobRef) -> Deferred[BlobRef]:
         """Register the row durably, then move the file into place (see the module doc)."""
         d = self.db.write(lambda conn: register_txn(conn, ref, self.hot.name))
-        d.addCallback(lambda _: self._in_thread(self._place_thd, tmp_path, ref))
+        d.addCallback(lambda tier: self._in_thread(self._place_thd, tmp_path, ref, tier))
         return d
 
-    def _place_thd(self, tmp_path: str, ref: BlobRef) -> BlobRef:
+    def _place_thd(self, tmp_path: str, ref: BlobRef, tier: str) -> BlobRef:
         final = self.hot.path_for(ref.sha256)
-        if os.path.exists(final):
+        if tier == INLINE or os.path.exists(final):
             os.unlink(tmp_path)  # the same content is already stored: keep one copy
             return ref
         parent = os.path.dirname(final)
@@ -233,17 +191,27 @@ class BlobStore:
         return self.hot.path_for(sha256)
 
     def open(self, sha256: str) -> Deferred[BinaryIO]:
-        """Open a blob for reading, on a blob thread; the caller closes the file."""
-        return self._in_thread(open, self.path_for(sha256), "rb")
+        """Open a blob for reading (a file, or memory for inline content); the caller closes it."""
+        d = self.db.read(lambda conn: inline_content_txn(conn, sha256))
+
+        def _open(inline: bytes | None):
+            if inline is not None:
+                return io.BytesIO(inline)
+            return self._in_thread(open, self.path_for(sha256), "rb")
+
+        return d.addCallback(_open)
 
     def read_bytes(self, sha256: str) -> Deferred[bytes]:
         """The whole content of a small blob."""
 
-        def _read() -> bytes:
-            with open(self.path_for(sha256), "rb") as f:
-                return f.read()
+        def _read(f: BinaryIO) -> Deferred[bytes]:
+            def _read_thd() -> bytes:
+                with f:
+                    return f.read()
 
-        return self._in_thread(_read)
+            return self._in_thread(_read_thd)
+
+        return self.open(sha256).addCallback(_read)
 
     def send(self, sha256: str, consumer: IConsumer) -> Deferred[None]:
         """Stream a blob to ``consumer`` with a producer; fires when all is written."""
@@ -260,23 +228,22 @@ class BlobStore:
 
     def collect(self, grace_seconds: float, limit: int = 1000) -> Deferred[int]:
         """Delete blobs unreferenced for ``grace_seconds``; fires with how many went."""
-        cutoff = _utcnow() - datetime.timedelta(seconds=grace_seconds)
+        cutoff = utcnow() - datetime.timedelta(seconds=grace_seconds)
         return self.db.write(lambda conn: self._collect_txn(conn, cutoff, limit))
 
     def _collect_txn(self, conn: Connection, cutoff: datetime.datetime, limit: int) -> int:
         blobs = schema.blobs
-        shas = list(
-            conn.execute(
-                select(blobs.c.sha256)
-                .where(blobs.c.refcount == 0, blobs.c.zero_since < cutoff)
-                .limit(limit)
-            ).scalars()
-        )
+        rows = conn.execute(
+            select(blobs.c.sha256, blobs.c.tier)
+            .where(blobs.c.refcount == 0, blobs.c.zero_since < cutoff)
+            .limit(limit)
+        ).all()
         # Files go before their rows (see the module doc): a crash or a failed commit after
         # this leaves rows without files, which the next collection deletes; deleting rows
         # first would leave files nobody knows about.  Nothing refers to these blobs, and a
         # new register_txn of the same content waits for this transaction (one writer).
-        gone = self._unlink_thd(shas)
+        gone = self._unlink_thd([r.sha256 for r in rows if r.tier != INLINE])
+        gone += [r.sha256 for r in rows if r.tier == INLINE]
         if not gone:
             return 0
         conn.execute(blobs.delete().where(blobs.c.sha256.in_(gone), blobs.c.refcount == 0))
@@ -301,134 +268,3 @@ class BlobStore:
         for parent in parents:
             _fsync_dir(parent)
         return gone
-
-
-@implementer(IConsumer)
-class BlobWriter:
-    """Receives content in pieces on the reactor and writes it on a blob thread.
-
-    Call ``write`` as data arrives, then ``finish()`` (fires with a :class:`BlobRef` once the
-    content is durable and registered) or ``abort()`` (discards it).  A registered streaming
-    producer is paused while more than ``HIGH_WATER`` bytes wait for the disk.
-    """
-
-    def __init__(self, store: BlobStore):
-        self._store = store
-        self._buffer = bytearray()
-        self._hash = hashlib.sha256()
-        self._size = 0
-        self._file: BinaryIO | None = None
-        self._path: str | None = None
-        self._tail: Deferred = succeed(None)  # the chain of chunk writes, in order
-        self._waiting = 0  # bytes handed to the chain and not yet on disk
-        self._producer: IProducer | None = None
-        self._paused = False
-        self._error = None
-        self._done = False
-
-    @property
-    def size(self) -> int:
-        """Bytes received so far."""
-        return self._size + len(self._buffer)
-
-    # IConsumer
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        self._producer = producer
-
-    def unregisterProducer(self) -> None:
-        self._producer = None
-
-    def write(self, data: bytes) -> None:
-        if self._done:
-            raise RuntimeError("write after finish() or abort()")
-        self._buffer += data
-        if len(self._buffer) >= CHUNK_SIZE:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._buffer:
-            return
-        chunk, self._buffer = bytes(self._buffer), bytearray()
-        self._size += len(chunk)
-        self._waiting += len(chunk)
-        self._tail.addCallback(lambda _: self._store._in_thread(self._write_thd, chunk))
-        self._tail.addBoth(self._chunk_written, len(chunk))
-        if self._waiting > HIGH_WATER and self._producer is not None and not self._paused:
-            self._paused = True
-            self._producer.pauseProducing()
-
-    def _chunk_written(self, result, length: int):
-        self._waiting -= length
-        if isinstance(result, Failure):
-            if self._error is None:
-                self._error = result
-            result = None  # remembered; reported by finish()
-        if self._paused and self._waiting <= HIGH_WATER // 2 and self._producer is not None:
-            self._paused = False
-            self._producer.resumeProducing()
-        return result
-
-    def _write_thd(self, chunk: bytes) -> None:
-        if self._error is not None:
-            return
-        if self._file is None:
-            name = f"{os.getpid()}-{os.urandom(8).hex()}"
-            path = os.path.join(self._store.hot.tmp, name)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-            fd = os.open(path, flags, 0o640)
-            self._file = os.fdopen(fd, "wb", buffering=0)
-            self._path = path  # not self._file.name: a file made by fdopen is named by its fd
-        self._hash.update(chunk)
-        view = memoryview(chunk)
-        while view:  # an unbuffered write may write less than it was given
-            view = view[self._file.write(view) :]
-
-    def _seal_thd(self, last: bytes) -> tuple[str, BlobRef]:
-        """Write the last piece, fsync and close the file; the content's name is now known.
-
-        One trip to a blob thread for both: a small blob (the common case) takes just this one.
-        """
-        self._write_thd(last)  # also makes the file for empty content
-        assert self._file is not None and self._path is not None
-        os.fsync(self._file.fileno())
-        self._file.close()
-        return self._path, BlobRef(self._hash.hexdigest(), self._size)
-
-    def finish(self) -> Deferred[BlobRef]:
-        """Write what is left, make it durable, and fire with its BlobRef."""
-        last, self._buffer = bytes(self._buffer), bytearray()
-        self._size += len(last)
-        self._done = True
-        d = self._tail
-
-        def _seal(_):
-            if self._error is not None:
-                return self._error
-            return self._store._in_thread(self._seal_thd, last)
-
-        d.addCallback(_seal)
-        d.addCallback(lambda sealed: self._store._publish(*sealed))
-        d.addErrback(self._cleanup_after_error)
-        return d
-
-    def abort(self) -> Deferred[None]:
-        """Discard everything written; fires once the temporary file is gone."""
-        self._buffer = bytearray()
-        self._done = True
-        self._error = self._error or RuntimeError("aborted")
-        d = self._tail.addBoth(lambda _: self._store._in_thread(self._discard_thd))
-        return d
-
-    def _cleanup_after_error(self, failure):
-        d = self._store._in_thread(self._discard_thd)
-        d.addBoth(lambda _: failure)
-        return d
-
-    def _discard_thd(self) -> None:
-        if self._file is not None and not self._file.closed:
-            self._file.close()
-        if self._path is not None:
-            try:
-                os.unlink(self._path)
-            except FileNotFoundError:
-                pass

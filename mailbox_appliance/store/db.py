@@ -94,10 +94,27 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 class _Write:
-    __slots__ = ("fn", "deferred", "result", "ok", "commit_hooks", "rollback_hooks")
+    __slots__ = (
+        "fn",
+        "batch_fn",
+        "item",
+        "deferred",
+        "result",
+        "ok",
+        "commit_hooks",
+        "rollback_hooks",
+    )
 
-    def __init__(self, fn: Callable[[Connection], Any], deferred: Deferred):
+    def __init__(
+        self,
+        fn: Callable[[Connection], Any],
+        deferred: Deferred,
+        batch_fn: Callable[[Connection, list], list] | None = None,
+        item: Any = None,
+    ):
         self.fn = fn
+        self.batch_fn = batch_fn
+        self.item = item
         self.deferred = deferred
         self.result: Any = None
         self.ok = False
@@ -120,6 +137,7 @@ class Database:
         self._readers = ThreadPool(minthreads=1, maxthreads=reader_threads, name=f"{name}-read")
         self._writer = ThreadPool(minthreads=1, maxthreads=1, name=f"{name}-write")
         self._pending: list[_Write] = []
+        self._drain_scheduled = False
         self._lock = threading.Lock()
         self._writer_conn: Connection | None = None
         self.commits = 0  # durable commits made; tests and metrics read it
@@ -164,12 +182,31 @@ class Database:
 
     def write(self, fn: Callable[[Connection], T]) -> Deferred[T]:
         """Run ``fn(conn)`` in the next group commit; fires after the commit is durable."""
+        return self._queue(_Write(fn, Deferred()))
+
+    def write_batched(self, batch_fn: Callable[[Connection, list], list], item: Any) -> Deferred:
+        """Like ``write``, for writes that can share one call with their neighbours.
+
+        Writes queued together with the same ``batch_fn`` run as one call
+        ``batch_fn(conn, items)``, which returns one result per item, in order: a statement
+        per batch instead of per item (``executemany``).  If that call fails, each item runs
+        again alone, so a failing item fails alone.
+        """
+
+        def alone(conn: Connection):
+            return batch_fn(conn, [item])[0]
+
+        return self._queue(_Write(alone, Deferred(), batch_fn, item))
+
+    def _queue(self, write: _Write) -> Deferred:
         if not self._running:
             return fail(StoreStopped("the store is stopped; nothing was written"))
-        d: Deferred[T] = Deferred()
+        d = write.deferred
         with self._lock:
-            self._pending.append(_Write(fn, d))
-        self._writer.callInThread(self._drain_thd)
+            self._pending.append(write)
+            schedule, self._drain_scheduled = not self._drain_scheduled, True
+        if schedule:  # one drain waiting at a time: it takes everything queued by then
+            self._writer.callInThread(self._drain_thd)
         return d
 
     def call_on_writer(self, fn: Callable[[], T]) -> Deferred[T]:
@@ -193,8 +230,12 @@ class Database:
     def _drain_thd(self) -> None:
         with self._lock:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            if self._pending:  # more than one batch was waiting: drain again right after
+                self._writer.callInThread(self._drain_thd)
+            else:
+                self._drain_scheduled = False
         if not batch:
-            return  # an earlier drain already took these writes
+            return
         try:
             self._commit_batch_thd(batch)
         except BaseException:
@@ -214,21 +255,71 @@ class Database:
 
     def _commit_batch_thd(self, batch: list[_Write]) -> None:
         conn = self._connection_thd()
+        groups = _group_batchable(batch)
+        # A lone write needs no SAVEPOINT: if it fails, the whole transaction is rolled back.
+        isolate = len(groups) > 1
         with self._begin_with_retry(conn) as txn:
-            for w in batch:
-                conn.info["_write_hooks"] = (w.commit_hooks, w.rollback_hooks)
-                try:
-                    with conn.begin_nested():
-                        w.result = w.fn(conn)
-                    w.ok = True
-                except Exception:
-                    w.result = Failure()
-                    self._run_hooks(w.rollback_hooks)
-                    w.commit_hooks.clear()
+            for group in groups:
+                if len(group) > 1 and self._run_group_thd(conn, group):
+                    continue
+                for w in group:
+                    self._run_isolated_thd(conn, w, isolate or len(group) > 1)
             conn.info.pop("_write_hooks", None)
+            if not any(w.ok for w in batch):
+                txn.rollback()
+                return
             txn.commit()
         self.commits += 1
         self.writes += sum(1 for w in batch if w.ok)
+
+    def _run_isolated_thd(self, conn: Connection, w: _Write, isolate: bool) -> None:
+        conn.info["_write_hooks"] = (w.commit_hooks, w.rollback_hooks)
+        try:
+            self._run_write_thd(conn, w, isolate)
+        except Exception:
+            w.result = Failure()
+            self._run_hooks(w.rollback_hooks)
+            w.commit_hooks.clear()
+
+    @staticmethod
+    def _run_group_thd(conn: Connection, group: list[_Write]) -> bool:
+        """One ``batch_fn`` call for the whole group; False (nothing kept) if it failed."""
+        first = group[0]
+        conn.info["_write_hooks"] = (first.commit_hooks, first.rollback_hooks)
+        conn.exec_driver_sql("SAVEPOINT g")
+        try:
+            results = first.batch_fn(conn, [w.item for w in group])
+            if len(results) != len(group):
+                raise AssertionError(f"{first.batch_fn!r} gave {len(results)} results")
+        except Exception:
+            log.failure("a batched write failed; running its {n} items one by one", n=len(group))
+            conn.exec_driver_sql("ROLLBACK TO SAVEPOINT g")
+            conn.exec_driver_sql("RELEASE SAVEPOINT g")
+            Database._run_hooks(first.rollback_hooks)
+            first.commit_hooks.clear()
+            first.rollback_hooks.clear()
+            return False
+        conn.exec_driver_sql("RELEASE SAVEPOINT g")
+        for w, result in zip(group, results, strict=True):
+            w.result, w.ok = result, True
+        return True
+
+    @staticmethod
+    def _run_write_thd(conn: Connection, w: _Write, isolate: bool) -> None:
+        # Plain SAVEPOINT statements: SQLAlchemy's begin_nested() costs several times more
+        # Python per write, and this runs for every write on the one writer thread.
+        if isolate:
+            conn.exec_driver_sql("SAVEPOINT w")
+        try:
+            w.result = w.fn(conn)
+        except BaseException:
+            if isolate:
+                conn.exec_driver_sql("ROLLBACK TO SAVEPOINT w")
+                conn.exec_driver_sql("RELEASE SAVEPOINT w")
+            raise
+        if isolate:
+            conn.exec_driver_sql("RELEASE SAVEPOINT w")
+        w.ok = True
 
     def _begin_with_retry(self, conn: Connection):
         """BEGIN (IMMEDIATE on SQLite); retry with backoff while another process holds the lock."""
@@ -259,3 +350,14 @@ class Database:
                 w.deferred.callback(w.result)
             else:
                 w.deferred.errback(w.result)
+
+
+def _group_batchable(batch: list[_Write]) -> list[list[_Write]]:
+    """Consecutive writes with the same ``batch_fn`` form one group; others stand alone."""
+    groups: list[list[_Write]] = []
+    for w in batch:
+        if w.batch_fn is not None and groups and groups[-1][0].batch_fn is w.batch_fn:
+            groups[-1].append(w)
+        else:
+            groups.append([w])
+    return groups

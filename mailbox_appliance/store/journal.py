@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, cast, func, select
+from sqlalchemy import BigInteger, bindparam, cast, func, select
 from sqlalchemy.engine import Connection
 
 from mailbox_appliance.store import schema
@@ -23,17 +23,38 @@ def _epoch_query():
     return select(cast(meta.c.value, BigInteger)).where(meta.c.key == EPOCH_KEY).scalar_subquery()
 
 
+# Built once: every mutation runs it (see blob_rows on why statements are prebuilt).
+_INSERT = schema.journal.insert().values(
+    epoch=func.coalesce(_epoch_query(), 1),
+    kind=bindparam("j_kind"),
+    payload=bindparam("j_payload", type_=schema.journal.c.payload.type),
+    created=bindparam("j_created"),
+)
+
+
 def record_txn(conn: Connection, kind: str, payload: dict[str, Any]) -> int:
     """Append one change to the journal; returns its sequence number."""
     result = conn.execute(
-        schema.journal.insert().values(
-            epoch=func.coalesce(_epoch_query(), 1),
-            kind=kind,
-            payload=payload,
-            created=datetime.datetime.now(datetime.UTC),
-        )
+        _INSERT,
+        {"j_kind": kind, "j_payload": payload, "j_created": datetime.datetime.now(datetime.UTC)},
     )
     return result.inserted_primary_key[0]
+
+
+_EPOCH = select(cast(schema.store_meta.c.value, BigInteger)).where(
+    schema.store_meta.c.key == EPOCH_KEY
+)
+_INSERT_MANY = schema.journal.insert().returning(schema.journal.c.seq, sort_by_parameter_order=True)
+
+
+def record_many_txn(conn: Connection, changes: list[tuple[str, dict[str, Any]]]) -> list[int]:
+    """Append several changes in one statement; returns their sequence numbers, in order."""
+    if not changes:
+        return []
+    epoch = conn.execute(_EPOCH).scalar() or 1
+    now = datetime.datetime.now(datetime.UTC)
+    rows = [{"epoch": epoch, "kind": k, "payload": p, "created": now} for k, p in changes]
+    return list(conn.execute(_INSERT_MANY, rows).scalars())
 
 
 def changes_since_txn(conn: Connection, seq: int, limit: int = 1000) -> list[dict[str, Any]]:

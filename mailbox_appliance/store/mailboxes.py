@@ -11,14 +11,14 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from mailbox_appliance.errors import NoSuchAccount, StoreError
+from mailbox_appliance.errors import NoSuchAccount
 from mailbox_appliance.store import schema
-from mailbox_appliance.store.blobs import BlobRef, decref_txn, incref_txn
+from mailbox_appliance.store.blob_rows import decref_txn
 from mailbox_appliance.store.journal import record_txn
 
 #: RFC 3501 §2.3.2 system flags, stored as bits of ``mailbox_entries.flags``.
@@ -30,12 +30,6 @@ SYSTEM_FLAGS = {
     "\\Draft": 16,
 }
 UIDVALIDITY_KEY = "next_uidvalidity"
-
-
-class Delivered(NamedTuple):
-    account_id: int
-    mailbox_id: int
-    uid: int
 
 
 def flag_bits(flags: Sequence[str]) -> tuple[int, str]:
@@ -90,70 +84,6 @@ def list_mailboxes_txn(conn: Connection, account_id: int) -> list[dict[str, Any]
     m = schema.mailboxes
     rows = conn.execute(select(m).where(m.c.account_id == account_id).order_by(m.c.name))
     return [dict(row._mapping) for row in rows]
-
-
-def deliver_txn(
-    conn: Connection,
-    ref: BlobRef,
-    recipients: Sequence[tuple[int, str]],
-    *,
-    internal_date: datetime.datetime | None = None,
-    message_id: str | None = None,
-    envelope: Any = None,
-    mime_structure: Any = None,
-    flags: Sequence[str] = (),
-) -> list[Delivered]:
-    """Put one stored message into each ``(account_id, mailbox_name)``; one blob serves all."""
-    if not recipients:
-        return []
-    incref_txn(conn, ref.sha256)
-    msg_id = conn.execute(
-        schema.messages.insert().values(
-            blob_sha256=ref.sha256,
-            size=ref.size,
-            internal_date=internal_date or datetime.datetime.now(datetime.UTC),
-            message_id=message_id,
-            envelope=envelope,
-            mime_structure=mime_structure,
-            refcount=len(recipients),
-        )
-    ).inserted_primary_key[0]
-    bits, keywords = flag_bits(flags)
-    m, e = schema.mailboxes, schema.mailbox_entries
-    delivered = []
-    for account_id, mailbox_name in recipients:
-        box = conn.execute(
-            select(m.c.id, m.c.uidnext).where(
-                m.c.account_id == account_id, m.c.name == mailbox_name
-            )
-        ).first()
-        if box is None:
-            raise StoreError(f"account {account_id} has no mailbox {mailbox_name!r}")
-        seq = record_txn(
-            conn,
-            "message.add",
-            {"mailbox_id": box.id, "uid": box.uidnext, "message_id": msg_id, "sha256": ref.sha256},
-        )
-        conn.execute(
-            e.insert().values(
-                mailbox_id=box.id,
-                uid=box.uidnext,
-                message_id=msg_id,
-                flags=bits,
-                keywords=keywords,
-                modseq=seq,
-            )
-        )
-        conn.execute(
-            update(m).where(m.c.id == box.id).values(uidnext=box.uidnext + 1, highestmodseq=seq)
-        )
-        conn.execute(
-            update(schema.accounts)
-            .where(schema.accounts.c.id == account_id)
-            .values(used_bytes=schema.accounts.c.used_bytes + ref.size)
-        )
-        delivered.append(Delivered(account_id, box.id, box.uidnext))
-    return delivered
 
 
 def account_id_for_txn(conn: Connection, address: str) -> int:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -103,6 +104,8 @@ blobs = Table(
     Column("last_access", DateTime(timezone=True), nullable=False),
     #: When refcount last dropped to zero; garbage collection waits a grace period after it.
     Column("zero_since", DateTime(timezone=True), nullable=True),
+    #: The content itself for a small blob of tier "inline" (see store.blob_rows); else null.
+    Column("data", LargeBinary, nullable=True),
     Index("ix_blobs_refcount_zero_since", "refcount", "zero_since"),
 )
 

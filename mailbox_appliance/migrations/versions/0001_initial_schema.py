@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 07:19:36.357905
+Create Date: 2026-11-28 08:07:23.322000
 """
 
 import sqlalchemy as sa
@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("created", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_access", sa.DateTime(timezone=True), nullable=False),
         sa.Column("zero_since", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("data", sa.LargeBinary(), nullable=True),
         sa.PrimaryKeyConstraint("sha256", name=op.f("pk_blobs")),
     )
     with op.batch_alter_table("blobs", schema=None) as batch_op:
