@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 from sqlalchemy import create_engine, func, select, text
 from twisted.internet import reactor
@@ -12,6 +14,7 @@ from twisted.trial.unittest import TestCase
 from mailbox_appliance.store import schema
 from mailbox_appliance.store.db import SQLOnReactorThread, StoreStopped, on_commit, on_rollback
 from mailbox_appliance.store.journal import record_txn
+from mailbox_appliance.store.walsync import sqlite_file
 from tests.support.databases import PostgreSQLMixin, SQLiteMixin
 from tests.support.store import started_store
 
@@ -92,6 +95,48 @@ class _DatabaseTests:
         self.assertNotIn("doomed", kinds)
 
     @inlineCallbacks
+    def test_batched_writes_share_one_call_and_a_failing_item_fails_alone(self):
+        calls = []
+
+        def batch_fn(conn, items):
+            calls.append(list(items))
+            if "bad" in items:
+                raise ValueError("bad item")
+            return [record_txn(conn, "batched", {"item": item}) for item in items]
+
+        gate = threading.Event()
+        held = self.db.call_on_writer(lambda: gate.wait(30))  # queue up behind this
+        ds = [self.db.write_batched(batch_fn, item) for item in ("a", "b", "c")]
+        gate.set()
+        yield held
+        seqs = yield gatherResults(ds)
+        self.assertEqual(calls, [["a", "b", "c"]], "one call for the three queued writes")
+        self.assertEqual(len(set(seqs)), 3)
+
+        calls.clear()
+        gate.clear()
+        held = self.db.call_on_writer(lambda: gate.wait(30))
+        ds = [self.db.write_batched(batch_fn, item) for item in ("d", "bad", "e")]
+        gate.set()
+        yield held
+        results = yield gatherResults([d.addErrback(lambda f: ("failed", f)) for d in ds])
+        self.assertEqual(calls[0], ["d", "bad", "e"])
+        self.assertEqual(calls[1:], [["d"], ["bad"], ["e"]], "then one by one")
+        self.assertIsInstance(results[0], int)
+        self.assertTrue(results[1][1].check(ValueError))
+        self.assertIsInstance(results[2], int)
+        kinds = yield self.db.read(
+            lambda conn: [
+                p["item"]
+                for p in conn.execute(
+                    select(schema.journal.c.payload).where(schema.journal.c.kind == "batched")
+                ).scalars()
+            ]
+        )
+        self.assertEqual(sorted(kinds), ["a", "b", "c", "d", "e"])
+        self.flushLoggedErrors(ValueError)
+
+    @inlineCallbacks
     def test_commit_and_rollback_hooks_run_on_the_writer_thread(self):
         calls = []
 
@@ -143,11 +188,52 @@ def threads_read(fn):
 
 class SQLiteDatabaseTests(SQLiteMixin, _DatabaseTests, TestCase):
     @inlineCallbacks
-    def test_sqlite_runs_in_wal_mode_with_full_sync(self):
+    def test_sqlite_runs_in_wal_mode_and_fsyncs_the_wal_itself(self):
         mode = yield self.db.read(lambda conn: conn.exec_driver_sql("PRAGMA journal_mode").scalar())
         sync = yield self.db.read(lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar())
         self.assertEqual(mode, "wal")
-        self.assertEqual(sync, 2)  # FULL
+        self.assertEqual(sync, 1)  # NORMAL: the store's sync thread fsyncs the WAL (walsync.py)
+
+    @inlineCallbacks
+    def test_a_write_is_acknowledged_only_after_the_wal_fsync_that_follows_its_commit(self):
+        gate, synced = threading.Event(), []
+        real_sync = self.db._wal.sync_thd
+
+        def held_sync():
+            gate.wait(30)
+            real_sync()
+            synced.append(threading.current_thread().name)
+
+        self.patch(self.db._wal, "sync_thd", held_sync)
+        d = self.db.write(lambda conn: record_txn(conn, "held", {}))
+        # Committed (a new connection sees it) but not yet fsync'd: no acknowledgement yet.
+        seq = yield threads_read(lambda: self._wait_for_kind_elsewhere("held"))
+        self.assertIsNotNone(seq)
+        self.assertFalse(d.called, "acknowledged before the WAL fsync")
+        gate.set()
+        self.assertEqual((yield d), seq)
+        self.assertEqual(len(synced), 1)
+        self.assertIn("store-sync", synced[0])
+
+    def _wait_for_kind_elsewhere(self, kind: str):
+        engine = create_engine(self.url)
+        try:
+            for _ in range(500):
+                with engine.connect() as conn:
+                    seq = conn.execute(
+                        select(schema.journal.c.seq).where(schema.journal.c.kind == kind)
+                    ).scalar()
+                if seq is not None:
+                    return seq
+                time.sleep(0.01)
+            return None
+        finally:
+            engine.dispose()
+
+    def test_an_fsync_of_the_wal_covers_a_file_database_only(self):
+        self.assertIsNone(sqlite_file("sqlite://"))
+        self.assertIsNone(sqlite_file("postgresql+psycopg://u@h/db"))
+        self.assertEqual(sqlite_file("sqlite:///rel/x.db"), os.path.abspath("rel/x.db"))
 
 
 class PostgreSQLDatabaseTests(PostgreSQLMixin, _DatabaseTests, TestCase):

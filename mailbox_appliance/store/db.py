@@ -4,12 +4,15 @@ All SQL runs off the reactor thread (design rule 1): reads on a pool of reader t
 on one writer thread.  The writer is where group commit happens (design rule 5): every write
 function that is waiting when the writer becomes free runs in one transaction, each inside its
 own SAVEPOINT (so one failing write does not fail its neighbours), and that transaction is
-committed once (one fsync).  Each caller's Deferred fires only after the commit has returned,
-that is, after the data is durable.
+committed once (one fsync).  Writes that can share statements (``write_batched``) run as one
+call per batch.  Each caller's Deferred fires only after the commit is durable: on PostgreSQL
+when COMMIT returns; on SQLite once the ``store-sync`` thread has fsync'd the WAL after the
+commit, while the writer already runs the next batch (see walsync.py).
 
-Driver quirks live here and nowhere else: SQLite's WAL mode, ``synchronous=FULL``,
-``busy_timeout``, SQLAlchemy-controlled BEGIN (so SAVEPOINTs work with pysqlite) and
-``BEGIN IMMEDIATE`` for the writer (so it never has to upgrade a read lock and deadlock).
+Driver quirks live here and nowhere else: SQLite's WAL mode, ``synchronous`` (FULL, or NORMAL
+plus our own WAL fsync), ``busy_timeout``, SQLAlchemy-controlled BEGIN (so SAVEPOINTs work with
+pysqlite) and ``BEGIN IMMEDIATE`` for the writer (so it never upgrades a read lock and
+deadlocks).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from twisted.python import threadable
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from mailbox_appliance.store.walsync import WalSyncer, sqlite_file
+
 T = TypeVar("T")
 log = Logger()
 
@@ -45,7 +50,10 @@ class SQLOnReactorThread(RuntimeError):
 
 
 def on_commit(conn: Connection, callback: Callable[[], None]) -> None:
-    """Run ``callback`` on the writer thread once the current write is durably committed."""
+    """Run ``callback`` on the writer thread once the current write is committed.
+
+    Committed means visible to readers; the writer's Deferred fires later, once it is durable.
+    """
     conn.info["_write_hooks"][0].append(callback)
 
 
@@ -54,8 +62,14 @@ def on_rollback(conn: Connection, callback: Callable[[], None]) -> None:
     conn.info["_write_hooks"][1].append(callback)
 
 
-def make_engine(url: str, *, guard_reactor_thread: bool = True) -> Engine:
-    """An engine for ``url`` with this project's settings for its driver."""
+def make_engine(
+    url: str, *, guard_reactor_thread: bool = True, wal_synced_by_caller: bool = False
+) -> Engine:
+    """An engine for ``url`` with this project's settings for its driver.
+
+    ``wal_synced_by_caller``: SQLite commits do not fsync; the caller fsyncs the WAL before it
+    reports a commit as done (see walsync.py).  Without it every COMMIT fsyncs.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -63,7 +77,7 @@ def make_engine(url: str, *, guard_reactor_thread: bool = True) -> Engine:
             pool_size=32,
             max_overflow=32,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, "NORMAL" if wal_synced_by_caller else "FULL")
     else:
         engine = create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
     if guard_reactor_thread:
@@ -76,14 +90,14 @@ def make_engine(url: str, *, guard_reactor_thread: bool = True) -> Engine:
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, connection_record):
         # Take BEGIN away from sqlite3 so SAVEPOINT and transactional DDL behave.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -132,8 +146,12 @@ class Database:
     def __init__(self, reactor, url: str, *, reader_threads: int = 4, name: str = "store"):
         self.reactor = reactor
         self.url = url
-        self.engine = make_engine(url)
+        database_file = sqlite_file(url)
+        self._wal = WalSyncer(database_file) if database_file else None
+        self.engine = make_engine(url, wal_synced_by_caller=self._wal is not None)
         self.dialect = self.engine.dialect.name
+        # fsyncs of committed batches, in commit order, while the writer goes on (walsync.py)
+        self._syncer = ThreadPool(minthreads=1, maxthreads=1, name=f"{name}-sync")
         self._readers = ThreadPool(minthreads=1, maxthreads=reader_threads, name=f"{name}-read")
         self._writer = ThreadPool(minthreads=1, maxthreads=1, name=f"{name}-write")
         self._pending: list[_Write] = []
@@ -149,6 +167,7 @@ class Database:
     def start(self) -> None:
         self._readers.start()
         self._writer.start()
+        self._syncer.start()
         self._running = True
 
     def stop(self) -> Deferred:
@@ -167,6 +186,9 @@ class Database:
         def _stop_pools(result):
             self._readers.stop()
             self._writer.stop()
+            self._syncer.stop()  # after the writer: every committed batch gets its fsync
+            if self._wal is not None:
+                self._wal.close()
             self.engine.dispose()
             return result
 
@@ -251,6 +273,22 @@ class Database:
         for w in batch:
             if w.ok:
                 self._run_hooks(w.commit_hooks)
+        if self._wal is not None and any(w.ok for w in batch):
+            self._syncer.callInThread(self._sync_then_fire_thd, batch)
+        else:
+            self.reactor.callFromThread(self._fire, batch)
+
+    def _sync_then_fire_thd(self, batch: list[_Write]) -> None:
+        """fsync the WAL, then answer the batch's callers (commit order is kept)."""
+        try:
+            self._wal.sync_thd()
+        except OSError:
+            failure = Failure()
+            log.failure(
+                "fsync of the SQLite WAL failed; {n} writes are not durable", failure, n=len(batch)
+            )
+            for w in batch:
+                w.ok, w.result = False, failure
         self.reactor.callFromThread(self._fire, batch)
 
     def _commit_batch_thd(self, batch: list[_Write]) -> None:
