@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from mailbox_appliance.errors import BlobMissing
 from mailbox_appliance.store import schema
-from mailbox_appliance.store.journal import record_many_txn, record_txn
+from mailbox_appliance.store.journal import record_txn
 
 INLINE = "inline"
 
@@ -112,8 +112,13 @@ def incref_txn(conn: Connection, sha256: str, count: int = 1) -> None:
         raise BlobMissing(sha256)
 
 
-def reference_many_txn(conn: Connection, refs: Sequence[BlobRef]) -> None:
-    """One reference per message to its blob; inline content not stored yet is stored now."""
+def reference_many_txn(
+    conn: Connection, refs: Sequence[BlobRef]
+) -> list[tuple[str, dict[str, object]]]:
+    """One reference per message to its blob; inline content not stored yet is stored now.
+
+    Returns the journal changes for the caller to record with its own (one insert per batch).
+    """
     counts = Counter(ref.sha256 for ref in refs)
     by_sha: dict[str, BlobRef] = {}
     for ref in refs:  # prefer a ref that carries the content
@@ -124,7 +129,7 @@ def reference_many_txn(conn: Connection, refs: Sequence[BlobRef]) -> None:
         conn.execute(_INCREF, [{"b_sha256": sha, "b_count": counts[sha]} for sha in existing])
     new = [by_sha[sha] for sha in counts if sha not in existing]
     if not new:
-        return
+        return []
     missing = [ref.sha256 for ref in new if ref.inline is None]
     if missing:
         raise BlobMissing(missing[0])
@@ -145,10 +150,7 @@ def reference_many_txn(conn: Connection, refs: Sequence[BlobRef]) -> None:
             for ref in new
         ],
     )
-    record_many_txn(
-        conn,
-        [("blob.add", {"sha256": r.sha256, "size": r.size, "tier": INLINE}) for r in new],
-    )
+    return [("blob.add", {"sha256": r.sha256, "size": r.size, "tier": INLINE}) for r in new]
 
 
 def decref_txn(conn: Connection, sha256: str, count: int = 1) -> None:

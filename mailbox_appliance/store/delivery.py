@@ -68,7 +68,7 @@ def deliver_many_txn(conn: Connection, items: Sequence[Delivery]) -> list[list[D
     live = [(i, item) for i, item in enumerate(items) if item.recipients]
     if not live:
         return results
-    reference_many_txn(conn, [item.ref for _, item in live])
+    blob_changes = reference_many_txn(conn, [item.ref for _, item in live])
     now = utcnow()
     message_ids = list(
         conn.execute(
@@ -119,7 +119,8 @@ def deliver_many_txn(conn: Connection, items: Sequence[Delivery]) -> list[list[D
             )
             used[account_id] += item.ref.size
             results[i].append(Delivered(account_id, mailbox_id, uid))
-    modseqs = record_many_txn(conn, changes)
+    # One journal insert for the batch; blob additions come before the messages using them.
+    modseqs = record_many_txn(conn, blob_changes + changes)[len(blob_changes) :]
     highest: dict[int, int] = {}
     for entry, modseq in zip(entries, modseqs, strict=True):
         entry["modseq"] = modseq
