@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -44,7 +44,7 @@ from mailbox_appliance.store.blob_rows import (
     register_txn,
     utcnow,
 )
-from mailbox_appliance.store.blobwriter import CHUNK_SIZE, HIGH_WATER, BlobWriter
+from mailbox_appliance.store.blobwriter import CHUNK_SIZE, HIGH_WATER, BlobWriter, inline_ref
 from mailbox_appliance.store.db import Database
 from mailbox_appliance.store.journal import record_txn
 
@@ -164,6 +164,9 @@ class BlobStore:
 
     def put(self, data: bytes) -> Deferred[BlobRef]:
         """Store ``data`` (small content; large content goes through ``open_writer``)."""
+        inline = inline_ref(data, self.inline_max)
+        if inline is not None:
+            return succeed(inline)  # stored by the transaction that references it
         writer = self.open_writer()
         writer.write(data)
         return writer.finish()

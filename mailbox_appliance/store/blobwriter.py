@@ -30,6 +30,13 @@ CHUNK_SIZE = 256 * 1024
 HIGH_WATER = 4 * CHUNK_SIZE
 
 
+def inline_ref(data: bytes, inline_max: int) -> BlobRef | None:
+    """An inline BlobRef for content small enough to live in its row (0: never); else None."""
+    if not inline_max or len(data) > inline_max:
+        return None
+    return BlobRef(hashlib.sha256(data).hexdigest(), len(data), data)
+
+
 @implementer(IConsumer)
 class BlobWriter:
     """Receives content in pieces on the reactor and writes it on a blob thread.
@@ -129,10 +136,10 @@ class BlobWriter:
         """
         last, self._buffer = bytes(self._buffer), bytearray()
         self._done = True
-        inline_max = self._store.inline_max  # 0: always files
-        if self._size == 0 and self._error is None and len(last) <= inline_max and inline_max:
-            self._size = len(last)
-            return succeed(BlobRef(hashlib.sha256(last).hexdigest(), len(last), last))
+        inline = inline_ref(last, self._store.inline_max) if self._size == 0 else None
+        if inline is not None and self._error is None:
+            self._size = inline.size
+            return succeed(inline)
         self._size += len(last)
         d = self._tail
 

@@ -294,11 +294,17 @@ class Database:
     def _commit_batch_thd(self, batch: list[_Write]) -> None:
         conn = self._connection_thd()
         groups = _group_batchable(batch)
-        # A lone write needs no SAVEPOINT: if it fails, the whole transaction is rolled back.
+        if len(groups) == 1 and len(groups[0]) > 1:
+            # The common case, a batch of deliveries: one call, no SAVEPOINT.  If it fails,
+            # the transaction is rolled back whole and every item runs again alone below.
+            if self._commit_sole_group_thd(conn, groups[0]):
+                return
+            groups = [[w] for w in batch]
+        # A lone write needs no SAVEPOINT either: if it fails, nothing is committed.
         isolate = len(groups) > 1
         with self._begin_with_retry(conn) as txn:
             for group in groups:
-                if len(group) > 1 and self._run_group_thd(conn, group):
+                if len(group) > 1 and self._run_group_thd(conn, group, savepoint=True):
                     continue
                 for w in group:
                     self._run_isolated_thd(conn, w, isolate or len(group) > 1)
@@ -307,6 +313,20 @@ class Database:
                 txn.rollback()
                 return
             txn.commit()
+        self._count(batch)
+
+    def _commit_sole_group_thd(self, conn: Connection, group: list[_Write]) -> bool:
+        with self._begin_with_retry(conn) as txn:
+            ok = self._run_group_thd(conn, group, savepoint=False)
+            conn.info.pop("_write_hooks", None)
+            if not ok:
+                txn.rollback()
+                return False
+            txn.commit()
+        self._count(group)
+        return True
+
+    def _count(self, batch: list[_Write]) -> None:
         self.commits += 1
         self.writes += sum(1 for w in batch if w.ok)
 
@@ -320,24 +340,30 @@ class Database:
             w.commit_hooks.clear()
 
     @staticmethod
-    def _run_group_thd(conn: Connection, group: list[_Write]) -> bool:
-        """One ``batch_fn`` call for the whole group; False (nothing kept) if it failed."""
+    def _run_group_thd(conn: Connection, group: list[_Write], savepoint: bool) -> bool:
+        """One ``batch_fn`` call for the whole group; False (nothing kept) if it failed.
+
+        Without ``savepoint`` a failure leaves the transaction for the caller to roll back.
+        """
         first = group[0]
         conn.info["_write_hooks"] = (first.commit_hooks, first.rollback_hooks)
-        conn.exec_driver_sql("SAVEPOINT g")
+        if savepoint:
+            conn.exec_driver_sql("SAVEPOINT g")
         try:
             results = first.batch_fn(conn, [w.item for w in group])
             if len(results) != len(group):
                 raise AssertionError(f"{first.batch_fn!r} gave {len(results)} results")
         except Exception:
             log.failure("a batched write failed; running its {n} items one by one", n=len(group))
-            conn.exec_driver_sql("ROLLBACK TO SAVEPOINT g")
-            conn.exec_driver_sql("RELEASE SAVEPOINT g")
+            if savepoint:
+                conn.exec_driver_sql("ROLLBACK TO SAVEPOINT g")
+                conn.exec_driver_sql("RELEASE SAVEPOINT g")
             Database._run_hooks(first.rollback_hooks)
             first.commit_hooks.clear()
             first.rollback_hooks.clear()
             return False
-        conn.exec_driver_sql("RELEASE SAVEPOINT g")
+        if savepoint:
+            conn.exec_driver_sql("RELEASE SAVEPOINT g")
         for w, result in zip(group, results, strict=True):
             w.result, w.ok = result, True
         return True
