@@ -2,14 +2,15 @@
 
 What it measures
     One "write" is what local delivery does for a message: a fresh random body (10 KiB by
-    default) is streamed into the blob store (``Store.blobs.put``: hashed, written to a
-    temporary file, fsync'd, its ``blobs`` row committed, renamed into place, directory
-    fsync'd) and then filed into an account's INBOX with ``Store.deliver`` (blob reference,
-    message row, mailbox entry, quota and journal rows, committed).  A write counts only once
-    both Deferreds have fired, that is once everything is durable.  N writers run at once, each
-    looping over writes until the level's message count is done; concurrent writers share
-    commits through the store's group commit, which the ``commits`` and ``writes/commit``
-    columns show (``db writes`` counts store write functions: two per message).
+    default) goes into the blob store (``Store.blobs.put``: hashed; content up to
+    ``storage.inline_max`` is kept in its ``blobs`` row, larger content is written to a
+    temporary file, fsync'd, registered and renamed into place) and is filed into an account's
+    INBOX with ``Store.deliver`` (blob row and reference, message row, mailbox entry, quota
+    and journal rows, committed).  A write counts only once both Deferreds have fired, that is
+    once everything is durable.  N writers run at once, each looping over writes until the
+    level's message count is done; concurrent writers share statements and commits through the
+    store's group commit, which the ``commits`` and ``msgs/commit`` columns show
+    (``dbwrites/cmt`` counts store write functions per commit).
 
     Per concurrency level it prints messages/s, the median and 99th-percentile latency of one
     write, the durable commits made and how many writes shared each commit.  With ``--runs``

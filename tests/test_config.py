@@ -137,6 +137,13 @@ class TypeTests(_ConfigTestCase):
         self.assertTrue(config.database_url.startswith("sqlite:///"))
         self.assertEqual(config.tls_cert_path, os.path.join(config.data_dir, "tls", "cert.pem"))
 
+    def test_inline_max_above_one_writer_chunk_is_refused(self):
+        self.assertError(
+            self.data(storage={"inline_max": "1 MiB"}), "storage.inline_max", "256 KiB"
+        )
+        config = parse_config(self.data(storage={"inline_max": "256 KiB"}))
+        self.assertEqual(config.storage.inline_max, 256 * 1024)
+
     def test_thread_counts_below_one_are_refused(self):
         errors = self.errors_of(
             self.data(storage={"reader_threads": 0, "blob_threads": 0}, auth={"hash_threads": 0})
