@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from mailbox_appliance.errors import NoSuchAccount
 from mailbox_appliance.store import schema
 from mailbox_appliance.store.blob_rows import decref_txn
 from mailbox_appliance.store.journal import record_txn
@@ -84,15 +83,6 @@ def list_mailboxes_txn(conn: Connection, account_id: int) -> list[dict[str, Any]
     m = schema.mailboxes
     rows = conn.execute(select(m).where(m.c.account_id == account_id).order_by(m.c.name))
     return [dict(row._mapping) for row in rows]
-
-
-def account_id_for_txn(conn: Connection, address: str) -> int:
-    account_id = conn.execute(
-        select(schema.accounts.c.id).where(schema.accounts.c.address == address)
-    ).scalar()
-    if account_id is None:
-        raise NoSuchAccount(f"no account {address}")
-    return account_id
 
 
 def delete_account_mail_txn(conn: Connection, account_id: int) -> None:
