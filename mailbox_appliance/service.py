@@ -72,9 +72,11 @@ class Appliance:
         """Store, background work, then every configured listener; fails on a bind error."""
         try:
             yield self.store.start()
-        except OSError as e:
+        except BaseException as e:
             yield self.store.stop()
-            raise StartupError(f"storage: cannot prepare {e.filename}: {e.strerror}") from e
+            if isinstance(e, OSError):
+                raise StartupError(f"storage: cannot prepare {e.filename}: {e.strerror}") from e
+            raise
         self.passwords.start()
         self.running = True
         if self.config.storage.gc_interval:
@@ -118,7 +120,10 @@ class Appliance:
         ports, self.ports = self.ports, {}
         for service_ports in ports.values():
             for port in service_ports:
-                yield port.stopListening()
+                try:
+                    yield port.stopListening()
+                except Exception:  # one stuck listener must not keep the store running
+                    log.failure("stopping the listener on {address} failed", address=_where(port))
         if self._gc.running:
             self._gc.stop()
         if self.running:

@@ -12,7 +12,14 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from mailbox_appliance.store import schema
-from mailbox_appliance.store.db import SQLOnReactorThread, StoreStopped, on_commit, on_rollback
+from mailbox_appliance.store.db import (
+    SQLOnReactorThread,
+    StoreBroken,
+    StoreStopped,
+    TransactionLost,
+    on_commit,
+    on_rollback,
+)
 from mailbox_appliance.store.journal import record_txn
 from mailbox_appliance.store.walsync import sqlite_file
 from tests.support.databases import PostgreSQLMixin, SQLiteMixin
@@ -137,7 +144,7 @@ class _DatabaseTests:
         self.flushLoggedErrors(ValueError)
 
     @inlineCallbacks
-    def test_commit_and_rollback_hooks_run_on_the_writer_thread(self):
+    def test_commit_hooks_run_once_durable_and_rollback_hooks_on_failure(self):
         calls = []
 
         def good(conn):
@@ -154,7 +161,8 @@ class _DatabaseTests:
         self.assertNotIn(("commit", "bad"), calls)
         self.assertNotIn(("rollback", "good"), calls)
         [(kind, thread_name)] = [c for c in calls if c[0] == "commit"]
-        self.assertIn("store-write", thread_name)
+        # After the fsync on SQLite (the sync thread), after COMMIT on PostgreSQL (the writer).
+        self.assertIn("store-sync" if self.backend == "sqlite" else "store-write", thread_name)
 
     @inlineCallbacks
     def test_reads_and_writes_run_on_store_threads_never_the_reactor(self):
@@ -229,6 +237,56 @@ class SQLiteDatabaseTests(SQLiteMixin, _DatabaseTests, TestCase):
             return None
         finally:
             engine.dispose()
+
+    @inlineCallbacks
+    def test_a_transaction_sqlite_rolls_back_by_itself_fails_the_whole_batch(self):
+        def setup(conn):
+            conn.exec_driver_sql("CREATE TEMP TABLE boom(x)")
+            conn.exec_driver_sql(
+                "CREATE TEMP TRIGGER boom_t BEFORE INSERT ON boom"
+                " BEGIN SELECT RAISE(ROLLBACK, 'as SQLITE_FULL would'); END"
+            )
+
+        yield self.db.write(setup)
+        gate = threading.Event()
+        held = self.db.call_on_writer(lambda: gate.wait(30))
+        ds = [
+            self.db.write(lambda conn: record_txn(conn, "first", {})),
+            self.db.write(lambda conn: conn.exec_driver_sql("INSERT INTO boom VALUES (1)")),
+            self.db.write(lambda conn: record_txn(conn, "third", {})),
+        ]
+        gate.set()
+        yield held
+        results = yield gatherResults([d.addErrback(lambda f: ("failed", f)) for d in ds])
+        kinds = yield self.db.read(
+            lambda conn: list(conn.execute(select(schema.journal.c.kind)).scalars())
+        )
+        for kind, result in zip(("first", None, "third"), results, strict=True):
+            if not (isinstance(result, tuple) and result[0] == "failed") and kind:
+                self.assertIn(kind, kinds, f"{kind} was acknowledged but not kept")
+        self.assertEqual(results[0][0], "failed", "the rolled-back write was acknowledged")
+        self.assertTrue(results[0][1].check(TransactionLost))
+        self.assertNotIn("third", kinds)
+        self.flushLoggedErrors(TransactionLost)
+        # The store goes on: the next write is kept.
+        yield self.db.write(lambda conn: record_txn(conn, "after", {}))
+
+    @inlineCallbacks
+    def test_after_a_failed_wal_fsync_every_write_is_refused(self):
+        def failing_sync():
+            raise OSError(5, "Input/output error")
+
+        self.patch(self.db._wal, "sync_thd", failing_sync)
+        yield self.assertFailure(self.db.write(lambda conn: record_txn(conn, "x", {})), StoreBroken)
+        yield self.assertFailure(self.db.write(lambda conn: None), StoreBroken)
+        self.flushLoggedErrors(OSError)
+
+    @inlineCallbacks
+    def test_stop_runs_every_write_queued_before_it(self):
+        ds = [self.db.write(lambda conn, i=i: record_txn(conn, "q", {"i": i})) for i in range(2000)]
+        yield self.store.stop()
+        results = yield gatherResults(ds)
+        self.assertEqual(len(results), 2000)
 
     def test_an_fsync_of_the_wal_covers_a_file_database_only(self):
         self.assertIsNone(sqlite_file("sqlite://"))

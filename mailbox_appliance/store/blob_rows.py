@@ -47,7 +47,14 @@ def utcnow() -> datetime.datetime:
 _blobs = schema.blobs
 _REFCOUNT = select(_blobs.c.refcount, _blobs.c.tier).where(_blobs.c.sha256 == bindparam("b_sha256"))
 _INSERT = _blobs.insert()
-_EXISTING = select(_blobs.c.sha256).where(_blobs.c.sha256.in_(bindparam("shas", expanding=True)))
+_EXISTING = select(_blobs.c.sha256, _blobs.c.tier, _blobs.c.refcount).where(
+    _blobs.c.sha256.in_(bindparam("shas", expanding=True))
+)
+_MAKE_INLINE = (
+    update(_blobs)
+    .where(_blobs.c.sha256 == bindparam("b_sha256"))
+    .values(tier=INLINE, data=bindparam("b_data"))
+)
 _CONTENT = select(_blobs.c.tier, _blobs.c.data).where(_blobs.c.sha256 == bindparam("b_sha256"))
 _RESTART_GRACE = (
     update(_blobs)
@@ -124,7 +131,16 @@ def reference_many_txn(
     for ref in refs:  # prefer a ref that carries the content
         if ref.inline is not None or ref.sha256 not in by_sha:
             by_sha[ref.sha256] = ref
-    existing = set(conn.execute(_EXISTING, {"shas": list(counts)}).scalars())
+    existing = {row.sha256: row for row in conn.execute(_EXISTING, {"shas": list(counts)})}
+    # An unreferenced file row may have lost its file to a crash before the rename; content
+    # we hold in memory is kept inline instead, so no message ever points at a missing file.
+    to_inline = [
+        {"b_sha256": sha, "b_data": by_sha[sha].inline}
+        for sha, row in existing.items()
+        if row.tier != INLINE and row.refcount == 0 and by_sha[sha].inline is not None
+    ]
+    if to_inline:
+        conn.execute(_MAKE_INLINE, to_inline)
     if existing:
         conn.execute(_INCREF, [{"b_sha256": sha, "b_count": counts[sha]} for sha in existing])
     new = [by_sha[sha] for sha in counts if sha not in existing]

@@ -8,10 +8,12 @@ directory fsync'd.  File work runs on the blob threads, never on the reactor.
 
 Lifetime (design rule 4): every file has a ``blobs`` row *before* it becomes visible (refcount
 0, written by ``_publish``).  Callers then take a reference in their own transaction
-(``blob_rows.reference_many_txn``).  Garbage collection takes blobs whose refcount has been zero for
-a grace period: it unlinks their files (durably), then deletes their rows in the same
-transaction.  So a crash at any point leaves at worst a row without a file (collected later)
-and never a file nobody knows about, and no directory scan is ever needed.
+(``blob_rows.reference_many_txn``).  Garbage collection takes blobs whose refcount has been
+zero for a grace period: their files move to a trash directory and their rows are deleted in
+one transaction; the files are unlinked once that is durable, or moved back if it is rolled
+back, and a crash in between is sorted out at the next start.  A crash at any point leaves
+at worst a row without a file that nothing references (collected later), and never a file
+nobody knows about; no directory scan is ever needed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -45,7 +47,7 @@ from mailbox_appliance.store.blob_rows import (
     utcnow,
 )
 from mailbox_appliance.store.blobwriter import CHUNK_SIZE, HIGH_WATER, BlobWriter, inline_ref
-from mailbox_appliance.store.db import Database
+from mailbox_appliance.store.db import Database, StoreStopped, on_commit, on_rollback
 from mailbox_appliance.store.journal import record_txn
 
 __all__ = [
@@ -63,6 +65,8 @@ __all__ = [
 log = Logger()
 
 TMP_DIR = "tmp"
+#: Files of collected blobs wait here until the deletion of their rows is durable.
+TRASH_DIR = "trash"
 #: Content up to this size is kept inline in its row unless the store is told otherwise.
 DEFAULT_INLINE_MAX = 64 * 1024
 
@@ -101,13 +105,18 @@ class HotTier:
     def __init__(self, root: str):
         self.root = root
         self.tmp = os.path.join(root, TMP_DIR)
+        self.trash = os.path.join(root, TRASH_DIR)
 
     def path_for(self, sha256: str) -> str:
         return os.path.join(self.root, sha256[:2], sha256[2:4], sha256)
 
+    def trash_path_for(self, sha256: str) -> str:
+        return os.path.join(self.trash, sha256)
+
     def prepare_thd(self) -> int:
         """Create the directories and remove temporary files a crash left; return how many."""
         os.makedirs(self.tmp, exist_ok=True)
+        os.makedirs(self.trash, exist_ok=True)
         removed = 0
         for name in os.listdir(self.tmp):
             os.unlink(os.path.join(self.tmp, name))
@@ -142,7 +151,28 @@ class BlobStore:
         self.pool.start()
         d = self._in_thread(self.hot.prepare_thd)
         d.addCallback(self._log_leftovers)
+        d.addCallback(lambda removed: self._recover_trash().addCallback(lambda _: removed))
         return d
+
+    def _recover_trash(self) -> Deferred[None]:
+        """Finish a collection a crash interrupted: files whose rows survive go back."""
+
+        def _known(names: list[str]) -> Deferred[set[str]]:
+            query = select(schema.blobs.c.sha256).where(schema.blobs.c.sha256.in_(names))
+            return self.db.read(lambda conn: set(conn.execute(query).scalars()))
+
+        def _sort_out_thd(known: set[str], names: list[str]) -> None:
+            self._restore_thd([sha for sha in names if sha in known])
+            self._empty_trash_thd([sha for sha in names if sha not in known])
+
+        def _then(names: list[str]):
+            if not names:
+                return None
+            log.info("finishing an interrupted collection of {n} blob files", n=len(names))
+            d = _known(names)
+            return d.addCallback(lambda known: self._in_thread(_sort_out_thd, known, names))
+
+        return self._in_thread(os.listdir, self.hot.trash).addCallback(_then)
 
     @staticmethod
     def _log_leftovers(removed: int) -> int:
@@ -155,6 +185,8 @@ class BlobStore:
             self.pool.stop()
 
     def _in_thread(self, fn: Callable, *args) -> Deferred:
+        if not self.pool.started:  # a stopped pool would drop the call and never answer
+            return fail(StoreStopped("the blob store is stopped"))
         return deferToThreadPool(self.reactor, self.pool, fn, *args)
 
     # -- writing ---------------------------------------------------------------------------
@@ -241,33 +273,51 @@ class BlobStore:
             .where(blobs.c.refcount == 0, blobs.c.zero_since < cutoff)
             .limit(limit)
         ).all()
-        # Files go before their rows (see the module doc): a crash or a failed commit after
-        # this leaves rows without files, which the next collection deletes; deleting rows
-        # first would leave files nobody knows about.  Nothing refers to these blobs, and a
-        # new register_txn of the same content waits for this transaction (one writer).
-        gone = self._unlink_thd([r.sha256 for r in rows if r.tier != INLINE])
+        # Files move to the trash, rows are deleted, and only once that deletion is durable
+        # are the files unlinked; if it is rolled back they move back.  A crash in between
+        # is sorted out at start (_recover_trash).  So no row is ever left without its file,
+        # and no file without its row.  A new register_txn of the same content waits for
+        # this transaction (one writer) and places a fresh file.
+        moved, gone = self._move_to_trash_thd([r.sha256 for r in rows if r.tier != INLINE])
         gone += [r.sha256 for r in rows if r.tier == INLINE]
         if not gone:
             return 0
         conn.execute(blobs.delete().where(blobs.c.sha256.in_(gone), blobs.c.refcount == 0))
         record_txn(conn, "blob.delete", {"sha256": gone})
+        if moved:
+            on_commit(conn, lambda: self._empty_trash_thd(moved))
+            on_rollback(conn, lambda: self._restore_thd(moved))
         return len(gone)
 
-    def _unlink_thd(self, shas: list[str]) -> list[str]:
-        """Remove the files durably; return the blobs whose file is gone (or was never there)."""
-        gone, parents = [], set()
+    def _move_to_trash_thd(self, shas: list[str]) -> tuple[list[str], list[str]]:
+        """Move files to the trash; returns (moved, gone: moved or already missing)."""
+        moved, gone = [], []
         for sha in shas:
             path = self.path_for(sha)
             try:
-                os.unlink(path)
+                os.rename(path, self.hot.trash_path_for(sha))
             except FileNotFoundError:
-                pass
+                gone.append(sha)  # a row whose file never arrived (a crash before the rename)
             except OSError:
                 log.failure("cannot remove blob file {path}; its row stays", path=path)
-                continue
             else:
-                parents.add(os.path.dirname(path))
-            gone.append(sha)
-        for parent in parents:
-            _fsync_dir(parent)
-        return gone
+                moved.append(sha)
+                gone.append(sha)
+        return moved, gone
+
+    def _empty_trash_thd(self, shas: list[str]) -> None:
+        for sha in shas:
+            try:
+                os.unlink(self.hot.trash_path_for(sha))
+            except FileNotFoundError:
+                pass
+
+    def _restore_thd(self, shas: list[str]) -> None:
+        for sha in shas:
+            path = self.path_for(sha)
+            if os.path.exists(path):  # placed again meanwhile: the same content
+                os.unlink(self.hot.trash_path_for(sha))
+            else:
+                _makedirs_durable(os.path.dirname(path))
+                os.rename(self.hot.trash_path_for(sha), path)
+                _fsync_dir(os.path.dirname(path))

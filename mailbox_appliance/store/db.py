@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import threadable
 from twisted.python.failure import Failure
@@ -45,14 +45,23 @@ class StoreStopped(RuntimeError):
     """A read or write arrived after the store was stopped (it would never have run)."""
 
 
+class StoreBroken(RuntimeError):
+    """Durability can no longer be promised (a log fsync failed); the store refuses writes."""
+
+
+class TransactionLost(RuntimeError):
+    """The database ended the batch's transaction by itself; no write of it was kept."""
+
+
 class SQLOnReactorThread(RuntimeError):
     """SQL was about to run on the reactor thread, which must never block (design rule 1)."""
 
 
 def on_commit(conn: Connection, callback: Callable[[], None]) -> None:
-    """Run ``callback`` on the writer thread once the current write is committed.
+    """Run ``callback`` once the current write is durably committed, before its Deferred fires.
 
-    Committed means visible to readers; the writer's Deferred fires later, once it is durable.
+    It runs on a store thread (the sync thread on SQLite, the writer on PostgreSQL), in commit
+    order.  If the commit fails, the rollback hooks run instead.
     """
     conn.info["_write_hooks"][0].append(callback)
 
@@ -156,6 +165,7 @@ class Database:
         self._writer = ThreadPool(minthreads=1, maxthreads=1, name=f"{name}-write")
         self._pending: list[_Write] = []
         self._drain_scheduled = False
+        self._broken: Failure | None = None  # set for good by a failed WAL fsync
         self._lock = threading.Lock()
         self._writer_conn: Connection | None = None
         self.commits = 0  # durable commits made; tests and metrics read it
@@ -176,23 +186,26 @@ class Database:
             return succeed(None)
         self._running = False
 
-        def _close():
+        def _close_thd():
+            while self._pending:  # every write queued before stop() still runs
+                self._drain_thd()
             if self._writer_conn is not None:
                 self._writer_conn.close()
                 self._writer_conn = None
 
-        d = deferToThreadPool(self.reactor, self._writer, _close)
-
-        def _stop_pools(result):
+        def _stop_pools_thd():
+            # Joining threads and the last SQLite close (a checkpoint) may block: not on
+            # the reactor.  The sync thread stops after the writer: every batch gets its fsync.
             self._readers.stop()
             self._writer.stop()
-            self._syncer.stop()  # after the writer: every committed batch gets its fsync
+            self._syncer.stop()
             if self._wal is not None:
                 self._wal.close()
             self.engine.dispose()
-            return result
 
-        return d.addBoth(_stop_pools)
+        d = deferToThreadPool(self.reactor, self._writer, _close_thd)
+        d.addBoth(lambda result: deferToThread(_stop_pools_thd).addCallback(lambda _: result))
+        return d
 
     # -- the two doors ---------------------------------------------------------------------
 
@@ -223,6 +236,8 @@ class Database:
     def _queue(self, write: _Write) -> Deferred:
         if not self._running:
             return fail(StoreStopped("the store is stopped; nothing was written"))
+        if self._broken is not None:
+            return fail(self._broken)
         d = write.deferred
         with self._lock:
             self._pending.append(write)
@@ -270,26 +285,37 @@ class Database:
                 if w.ok:
                     self._run_hooks(w.rollback_hooks)
                 w.ok, w.result = False, failure
-        for w in batch:
-            if w.ok:
-                self._run_hooks(w.commit_hooks)
         if self._wal is not None and any(w.ok for w in batch):
             self._syncer.callInThread(self._sync_then_fire_thd, batch)
         else:
-            self.reactor.callFromThread(self._fire, batch)
+            self._committed(batch)
+
+    def _committed(self, batch: list[_Write]) -> None:
+        """The batch's outcome is durable: commit hooks, then the callers hear back."""
+        for w in batch:
+            if w.ok:
+                self._run_hooks(w.commit_hooks)
+        self.reactor.callFromThread(self._fire, batch)
 
     def _sync_then_fire_thd(self, batch: list[_Write]) -> None:
-        """fsync the WAL, then answer the batch's callers (commit order is kept)."""
-        try:
-            self._wal.sync_thd()
-        except OSError:
-            failure = Failure()
-            log.failure(
-                "fsync of the SQLite WAL failed; {n} writes are not durable", failure, n=len(batch)
-            )
+        """fsync the WAL, then answer the batch's callers (commit order is kept).
+
+        After one failed fsync nothing later can be trusted (the kernel may have dropped the
+        dirty pages, and the WAL's frame checksums chain later commits to the lost ones), so
+        the store refuses every write from then on until it is restarted.
+        """
+        if self._broken is None:
+            try:
+                self._wal.sync_thd()
+            except BaseException:
+                self._broken = Failure(
+                    StoreBroken("an fsync of the database log failed; restart the appliance")
+                )
+                log.failure("fsync of the SQLite WAL failed; the store refuses all writes now")
+        if self._broken is not None:
             for w in batch:
-                w.ok, w.result = False, failure
-        self.reactor.callFromThread(self._fire, batch)
+                w.ok, w.result = False, self._broken
+        self._committed(batch)
 
     def _commit_batch_thd(self, batch: list[_Write]) -> None:
         conn = self._connection_thd()
@@ -312,6 +338,7 @@ class Database:
             if not any(w.ok for w in batch):
                 txn.rollback()
                 return
+            self._check_still_in_transaction(conn)
             txn.commit()
         self._count(batch)
 
@@ -322,6 +349,7 @@ class Database:
             if not ok:
                 txn.rollback()
                 return False
+            self._check_still_in_transaction(conn)
             txn.commit()
         self._count(group)
         return True
@@ -334,10 +362,22 @@ class Database:
         conn.info["_write_hooks"] = (w.commit_hooks, w.rollback_hooks)
         try:
             self._run_write_thd(conn, w, isolate)
+        except TransactionLost:
+            raise
         except Exception:
             w.result = Failure()
             self._run_hooks(w.rollback_hooks)
             w.commit_hooks.clear()
+            if isolate:
+                self._check_still_in_transaction(conn)
+
+    @staticmethod
+    def _check_still_in_transaction(conn: Connection) -> None:
+        """SQLite rolls back a whole transaction by itself on some errors (SQLITE_FULL,
+        IOERR, BUSY...); then nothing before is kept and the batch must fail as a whole."""
+        dbapi = conn.connection.dbapi_connection
+        if getattr(dbapi, "in_transaction", True) is False:
+            raise TransactionLost("the database rolled the transaction back")
 
     @staticmethod
     def _run_group_thd(conn: Connection, group: list[_Write], savepoint: bool) -> bool:
@@ -354,10 +394,18 @@ class Database:
             if len(results) != len(group):
                 raise AssertionError(f"{first.batch_fn!r} gave {len(results)} results")
         except Exception:
-            log.failure("a batched write failed; running its {n} items one by one", n=len(group))
+            log.warn(
+                "a batched write failed ({error}); running its {n} items one by one",
+                error=Failure().getErrorMessage(),
+                n=len(group),
+            )
             if savepoint:
-                conn.exec_driver_sql("ROLLBACK TO SAVEPOINT g")
-                conn.exec_driver_sql("RELEASE SAVEPOINT g")
+                try:
+                    conn.exec_driver_sql("ROLLBACK TO SAVEPOINT g")
+                    conn.exec_driver_sql("RELEASE SAVEPOINT g")
+                except Exception as e:
+                    raise TransactionLost(f"cannot roll back to the batch's savepoint: {e}") from e
+                Database._check_still_in_transaction(conn)
             Database._run_hooks(first.rollback_hooks)
             first.commit_hooks.clear()
             first.rollback_hooks.clear()
@@ -378,8 +426,11 @@ class Database:
             w.result = w.fn(conn)
         except BaseException:
             if isolate:
-                conn.exec_driver_sql("ROLLBACK TO SAVEPOINT w")
-                conn.exec_driver_sql("RELEASE SAVEPOINT w")
+                try:
+                    conn.exec_driver_sql("ROLLBACK TO SAVEPOINT w")
+                    conn.exec_driver_sql("RELEASE SAVEPOINT w")
+                except Exception as e:
+                    raise TransactionLost(f"cannot roll back to the write's savepoint: {e}") from e
             raise
         if isolate:
             conn.exec_driver_sql("RELEASE SAVEPOINT w")
