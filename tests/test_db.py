@@ -13,13 +13,13 @@ from twisted.trial.unittest import TestCase
 
 from mailbox_appliance.store import schema
 from mailbox_appliance.store.db import (
-    SQLOnReactorThread,
     StoreBroken,
     StoreStopped,
     TransactionLost,
     on_commit,
     on_rollback,
 )
+from mailbox_appliance.store.engine import SQLOnReactorThread
 from mailbox_appliance.store.journal import record_txn
 from mailbox_appliance.store.walsync import sqlite_file
 from tests.support.databases import PostgreSQLMixin, SQLiteMixin

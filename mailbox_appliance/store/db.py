@@ -1,4 +1,4 @@
-"""The database engine, its threads, and group commit.
+"""The store's database door: its threads, and group commit.
 
 All SQL runs off the reactor thread (design rule 1): reads on a pool of reader threads, writes
 on one writer thread.  The writer is where group commit happens (design rule 5): every write
@@ -9,10 +9,7 @@ call per batch.  Each caller's Deferred fires only after the commit is durable: 
 when COMMIT returns; on SQLite once the ``store-sync`` thread has fsync'd the WAL after the
 commit, while the writer already runs the next batch (see walsync.py).
 
-Driver quirks live here and nowhere else: SQLite's WAL mode, ``synchronous`` (FULL, or NORMAL
-plus our own WAL fsync), ``busy_timeout``, SQLAlchemy-controlled BEGIN (so SAVEPOINTs work with
-pysqlite) and ``BEGIN IMMEDIATE`` for the writer (so it never upgrades a read lock and
-deadlocks).
+Driver settings live in engine.py.
 """
 
 from __future__ import annotations
@@ -22,16 +19,15 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.threads import deferToThread, deferToThreadPool
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python import threadable
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from mailbox_appliance.store.engine import make_engine
 from mailbox_appliance.store.walsync import WalSyncer, sqlite_file
 
 T = TypeVar("T")
@@ -53,10 +49,6 @@ class TransactionLost(RuntimeError):
     """The database ended the batch's transaction by itself; no write of it was kept."""
 
 
-class SQLOnReactorThread(RuntimeError):
-    """SQL was about to run on the reactor thread, which must never block (design rule 1)."""
-
-
 def on_commit(conn: Connection, callback: Callable[[], None]) -> None:
     """Run ``callback`` once the current write is durably committed, before its Deferred fires.
 
@@ -69,51 +61,6 @@ def on_commit(conn: Connection, callback: Callable[[], None]) -> None:
 def on_rollback(conn: Connection, callback: Callable[[], None]) -> None:
     """Run ``callback`` on the writer thread if the current write is rolled back."""
     conn.info["_write_hooks"][1].append(callback)
-
-
-def make_engine(
-    url: str, *, guard_reactor_thread: bool = True, wal_synced_by_caller: bool = False
-) -> Engine:
-    """An engine for ``url`` with this project's settings for its driver.
-
-    ``wal_synced_by_caller``: SQLite commits do not fsync; the caller fsyncs the WAL before it
-    reports a commit as done (see walsync.py).  Without it every COMMIT fsyncs.
-    """
-    if url.startswith("sqlite"):
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=32,
-            max_overflow=32,
-        )
-        _configure_sqlite(engine, "NORMAL" if wal_synced_by_caller else "FULL")
-    else:
-        engine = create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
-    if guard_reactor_thread:
-
-        @event.listens_for(engine, "before_cursor_execute")
-        def _refuse_reactor_thread(conn, cursor, statement, parameters, context, executemany):
-            if threadable.isInIOThread():
-                raise SQLOnReactorThread(f"SQL on the reactor thread: {statement[:80]!r}")
-
-    return engine
-
-
-def _configure_sqlite(engine: Engine, synchronous: str) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, connection_record):
-        # Take BEGIN away from sqlite3 so SAVEPOINT and transactional DDL behave.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("writer") else "BEGIN")
 
 
 class _Write:
@@ -204,7 +151,12 @@ class Database:
             self.engine.dispose()
 
         d = deferToThreadPool(self.reactor, self._writer, _close_thd)
-        d.addBoth(lambda result: deferToThread(_stop_pools_thd).addCallback(lambda _: result))
+        outside = self.reactor.getThreadPool()
+        d.addBoth(
+            lambda result: deferToThreadPool(self.reactor, outside, _stop_pools_thd).addCallback(
+                lambda _: result
+            )
+        )
         return d
 
     # -- the two doors ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailbox_appliance.errors import SchemaError
 from mailbox_appliance.store import schema
-from mailbox_appliance.store.db import make_engine
+from mailbox_appliance.store.engine import make_engine
 from mailbox_appliance.store.journal import EPOCH_KEY
 
 UPGRADE_HINT = "mailbox-appliance{config} db upgrade"
