@@ -203,6 +203,23 @@ class SQLiteDatabaseTests(SQLiteMixin, _DatabaseTests, TestCase):
         self.assertEqual(sync, 1)  # NORMAL: the store's sync thread fsyncs the WAL (walsync.py)
 
     @inlineCallbacks
+    def test_concurrent_writes_share_fsyncs(self):
+        fsyncs = []
+        real_sync = self.db._wal.sync_thd
+
+        def counted():
+            fsyncs.append(1)
+            real_sync()
+
+        self.patch(self.db._wal, "sync_thd", counted)
+        n = 200
+        yield gatherResults(
+            [self.db.write(lambda conn, i=i: record_txn(conn, "f", {"i": i})) for i in range(n)]
+        )
+        self.assertGreaterEqual(len(fsyncs), 1)
+        self.assertLess(len(fsyncs), n / 4, f"{n} concurrent writes took {len(fsyncs)} fsyncs")
+
+    @inlineCallbacks
     def test_a_write_is_acknowledged_only_after_the_wal_fsync_that_follows_its_commit(self):
         gate, synced = threading.Event(), []
         real_sync = self.db._wal.sync_thd

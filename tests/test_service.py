@@ -162,6 +162,23 @@ class TwistdTests(SynchronousTestCase):
         self.assertEqual((status, body["status"]), (200, "ok"))
         _assert_clean_stop(self, twistd)
 
+    def test_runs_on_postgresql(self):
+        from tests.support.databases import postgres_url
+
+        url = postgres_url(self)  # skipped, with the reason, without a server
+        directory = os.path.abspath(self.mktemp())
+        port = free_port()
+        path = self.config_file(
+            directory, database=url, listen={"admin": [f"tcp:{port}:interface=127.0.0.1"]}
+        )
+        twistd = Twistd(directory, "--config", path)
+        self.addCleanup(twistd.stop)
+        out = twistd.wait_for("admin listening on")
+        self.assertIn("created a new database schema", out)
+        status, body = _get(f"http://127.0.0.1:{port}/health")
+        self.assertEqual((status, body["status"], body["schema_revision"]), (200, "ok", "0001"))
+        _assert_clean_stop(self, twistd)
+
     def test_runs_on_built_in_defaults_without_a_config(self):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
