@@ -352,11 +352,7 @@ class Database:
                 n=len(group),
             )
             if savepoint:
-                try:
-                    conn.exec_driver_sql("ROLLBACK TO SAVEPOINT g")
-                    conn.exec_driver_sql("RELEASE SAVEPOINT g")
-                except Exception as e:
-                    raise TransactionLost(f"cannot roll back to the batch's savepoint: {e}") from e
+                _rollback_to_savepoint(conn, "g")
                 Database._check_still_in_transaction(conn)
             Database._run_hooks(first.rollback_hooks)
             first.commit_hooks.clear()
@@ -378,11 +374,7 @@ class Database:
             w.result = w.fn(conn)
         except BaseException:
             if isolate:
-                try:
-                    conn.exec_driver_sql("ROLLBACK TO SAVEPOINT w")
-                    conn.exec_driver_sql("RELEASE SAVEPOINT w")
-                except Exception as e:
-                    raise TransactionLost(f"cannot roll back to the write's savepoint: {e}") from e
+                _rollback_to_savepoint(conn, "w")
             raise
         if isolate:
             conn.exec_driver_sql("RELEASE SAVEPOINT w")
@@ -428,3 +420,12 @@ def _group_batchable(batch: list[_Write]) -> list[list[_Write]]:
         else:
             groups.append([w])
     return groups
+
+
+def _rollback_to_savepoint(conn: Connection, name: str) -> None:
+    """Undo one write or batch; if even that fails, the whole transaction is lost."""
+    try:
+        conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+        conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+    except Exception as e:
+        raise TransactionLost(f"cannot roll back to savepoint {name}: {e}") from e
