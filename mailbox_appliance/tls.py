@@ -45,11 +45,23 @@ def certificate_problem(cert_path: str, key_path: str, *, key_name: str = "tls")
     return None
 
 
-def generate_self_signed(cert_path: str, key_path: str, hostname: str) -> None:
-    """Write a new key (0600) and a self-signed certificate for ``hostname`` and loopback."""
+def generate_self_signed(
+    cert_path: str,
+    key_path: str,
+    hostname: str,
+    validity: tuple[datetime.datetime, datetime.datetime] | None = None,
+) -> None:
+    """Write a new key (0600) and a self-signed certificate for ``hostname`` and loopback.
+
+    ``validity`` (from, until) defaults to now until ``SELF_SIGNED_DAYS`` ahead.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname[:64])])
     now = datetime.datetime.now(datetime.UTC)
+    valid_from, valid_until = validity or (
+        now - datetime.timedelta(minutes=5),
+        now + datetime.timedelta(days=SELF_SIGNED_DAYS),
+    )
     alt_names: list[x509.GeneralName] = [
         x509.DNSName(hostname),
         x509.DNSName("localhost"),
@@ -62,8 +74,8 @@ def generate_self_signed(cert_path: str, key_path: str, hostname: str) -> None:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=SELF_SIGNED_DAYS))
+        .not_valid_before(valid_from)
+        .not_valid_after(valid_until)
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())

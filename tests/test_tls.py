@@ -12,8 +12,6 @@ import threading
 import warnings
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
@@ -45,30 +43,9 @@ def _load_cert(path: str) -> x509.Certificate:
 
 def _write_expired_pair(cert_path: str, key_path: str) -> None:
     """A matching key and certificate whose validity ended yesterday."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTNAME)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=30))
-        .not_valid_after(now - datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    os.makedirs(os.path.dirname(cert_path), exist_ok=True)
-    with open(key_path, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    with open(cert_path, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    validity = (now - datetime.timedelta(days=30), now - datetime.timedelta(days=1))
+    generate_self_signed(cert_path, key_path, HOSTNAME, validity)
 
 
 class GenerateSelfSignedTests(SynchronousTestCase):
