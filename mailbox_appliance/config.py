@@ -152,8 +152,17 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class QuotaConfig:
+    """Mailbox quotas, and how they grow by themselves as mail arrives."""
+
     #: Quota of a new account when ``user add`` names none.
     default: Size = Size(1024**3)
+    #: When a delivery takes an account's use past this fraction of its quota, the quota
+    #: grows by ``grow_by`` (repeatedly, if one message needs it), up to ``max``.
+    grow_at: float = 0.9
+    #: How much the quota grows each time; 0 = quotas never grow by themselves.
+    grow_by: Size = Size(1024**3)
+    #: Automatic growth stops here (an admin can still set more with ``user quota``).
+    max: Size = Size(10 * 1024**3)
 
 
 @dataclass(frozen=True)
@@ -203,6 +212,8 @@ def _type_name(tp: object) -> str:
         return "a size (bytes, or a string like '64 MiB')"
     if tp is int:
         return "an integer"
+    if tp is float:
+        return "a number"
     if tp is str:
         return "a string"
     if tp is bool:
@@ -248,6 +259,12 @@ def _convert(value: object, tp: object, path: str, errors: list[str]) -> object:
         if not isinstance(value, bool):
             errors.append(f"{path}: expected true or false, got {_show(value)}")
         return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            errors.append(f"{path}: expected a number, got {_show(value)}")
+        elif value < 0:
+            errors.append(f"{path}: expected zero or more, got {_show(value)}")
+        return float(value) if isinstance(value, int | float) else value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             errors.append(f"{path}: expected an integer, got {_show(value)}")
@@ -370,6 +387,13 @@ def _check_hash_threads(config: Config, errors: list[str]) -> None:
         errors.append("auth.hash_threads: expected at least 1")
 
 
+def _check_quota(config: Config, errors: list[str]) -> None:
+    if not 0 < config.quota.grow_at <= 1:
+        errors.append(
+            f"quota.grow_at: expected a fraction above 0 and at most 1, got {config.quota.grow_at}"
+        )
+
+
 def _check_data_dir(config: Config, errors: list[str]) -> None:
     if os.path.exists(config.data_dir) and not os.path.isdir(config.data_dir):
         errors.append(f"data_dir: {config.data_dir!r} exists and is not a directory")
@@ -382,6 +406,7 @@ _SEMANTIC_CHECKS = (
     ("database", _check_database),
     ("storage", _check_storage),
     ("auth", _check_hash_threads),
+    ("quota", _check_quota),
     ("data_dir", _check_data_dir),
 )
 

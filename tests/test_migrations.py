@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, select, text
@@ -45,6 +46,22 @@ class _MigrationTests:
         self.assertEqual(migrate.upgrade(self.url), (None, migrate.head_revision()))
         head = migrate.head_revision()
         self.assertEqual(migrate.upgrade(self.url), (head, head))
+
+    def test_upgrade_from_0001_keeps_data_and_adds_the_outbound_queue(self):
+        engine = self._engine()
+        with engine.begin() as conn:
+            command.upgrade(migrate.alembic_config(conn), "0001")
+            conn.execute(
+                text("INSERT INTO domains (name, created) VALUES ('a.test', '2026-01-01')")
+            )
+        status = migrate.schema_status(self.url)
+        self.assertEqual((status.current, status.up_to_date), ("0001", False))
+        self.assertEqual(migrate.upgrade(self.url), ("0001", migrate.head_revision()))
+        with engine.connect() as conn:
+            self.assertEqual(
+                conn.execute(select(schema.domains.c.name)).scalars().all(), ["a.test"]
+            )
+            self.assertEqual(conn.execute(select(schema.outbound_queue)).all(), [])
 
     def test_stale_schema_is_refused_with_the_upgrade_command(self):
         migrate.upgrade(self.url)
@@ -92,4 +109,5 @@ class PackagingTests(SynchronousTestCase):
         self.assertIn("mailbox_appliance/migrations/env.py", names)
         self.assertIn("mailbox_appliance/migrations/script.py.mako", names)
         self.assertIn("mailbox_appliance/migrations/versions/0001_initial_schema.py", names)
+        self.assertIn("mailbox_appliance/migrations/versions/0002_outbound_queue.py", names)
         self.assertIn("twisted/plugins/mailbox_appliance_plugin.py", names)

@@ -13,14 +13,16 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-from mailbox_appliance.store import accounts, mailboxes
+from mailbox_appliance.store import accounts, mailboxes, queue
 from mailbox_appliance.store.blobs import DEFAULT_INLINE_MAX, BlobRef, BlobStore
 from mailbox_appliance.store.db import Database
-from mailbox_appliance.store.delivery import Delivered, Delivery, deliver_many_txn
+from mailbox_appliance.store.delivery import Delivered, Delivery, Outcome, deliver_many_txn
+from mailbox_appliance.store.quota import FIXED, QuotaPolicy
+from mailbox_appliance.store.recipients import Resolution, resolve_txn
 
 T = TypeVar("T")
 
-__all__ = ["Store", "BlobRef"]
+__all__ = ["Store", "BlobRef", "Outcome", "QuotaPolicy", "Resolution"]
 
 
 class Store:
@@ -33,8 +35,10 @@ class Store:
         reader_threads: int = 4,
         blob_threads: int = 4,
         inline_max: int = DEFAULT_INLINE_MAX,
+        quota_policy: QuotaPolicy = FIXED,
     ):
         self.reactor = reactor
+        self.quota_policy = quota_policy
         self.db = Database(reactor, database_url, reader_threads=reader_threads)
         self.blobs = BlobStore(
             reactor, self.db, hot_blob_path, threads=blob_threads, inline_max=inline_max
@@ -49,6 +53,7 @@ class Store:
             reader_threads=config.storage.reader_threads,
             blob_threads=config.storage.blob_threads,
             inline_max=config.storage.inline_max,
+            quota_policy=QuotaPolicy.from_config(config.quota),
         )
 
     @inlineCallbacks
@@ -132,7 +137,47 @@ class Store:
         Deliveries queued together share one batch of statements and one commit.
         """
         item = Delivery(ref, tuple(recipients), internal_date, message_id, tuple(flags))
+        d = self.db.write_batched(deliver_many_txn, item)
+        d.addCallback(lambda outcome: outcome.delivered)
+        return d
+
+    def resolve(self, address: str) -> Deferred[Resolution]:
+        """What a normalized envelope address means here: local accounts, remote targets."""
+        return self._read(resolve_txn, address)
+
+    def accept_message(
+        self,
+        ref: BlobRef,
+        *,
+        local: Sequence[int],
+        remote: Sequence[str],
+        sender: str,
+        account_id: int | None = None,
+        skip_bytes: int = 0,
+        message_id: str | None = None,
+    ) -> Deferred[Outcome]:
+        """File a received message into each local account's INBOX (quota checked, grown by
+        the store's policy) and queue it for each remote recipient, in one durable commit.
+        """
+        item = Delivery(
+            ref,
+            tuple((account, "INBOX") for account in local),
+            message_id=message_id,
+            outbound=tuple(remote),
+            sender=sender,
+            account_id=account_id,
+            skip_bytes=skip_bytes,
+            quota=self.quota_policy,
+        )
         return self.db.write_batched(deliver_many_txn, item)
+
+    def add_bounces(
+        self, ref: BlobRef, sender: str, failures: Sequence[tuple[str, str]]
+    ) -> Deferred[int]:
+        return self._write(queue.add_bounces_txn, ref, sender, failures)
+
+    def list_queue(self) -> Deferred[list[dict[str, Any]]]:
+        return self._read(queue.list_queue_txn)
 
     def health(self) -> Deferred[dict[str, Any]]:
         """A round trip through a reader thread, with the schema revision and commit count."""

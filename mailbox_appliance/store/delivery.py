@@ -22,6 +22,7 @@ from mailbox_appliance.store import schema
 from mailbox_appliance.store.blob_rows import BlobRef, reference_many_txn, utcnow
 from mailbox_appliance.store.journal import record_many_txn
 from mailbox_appliance.store.mailboxes import flag_bits
+from mailbox_appliance.store.quota import QuotaPolicy, admit
 
 
 class Delivery(NamedTuple):
@@ -34,12 +35,33 @@ class Delivery(NamedTuple):
     flags: tuple[str, ...] = ()
     envelope: Any = None
     mime_structure: Any = None
+    #: Remote recipients: each gets a row in the outbound queue, holding the blob.
+    outbound: tuple[str, ...] = ()
+    #: The envelope sender ("" for the null reverse-path) and the submitting account, if any.
+    sender: str = ""
+    account_id: int | None = None
+    #: Bytes at the start of the blob that only local copies carry (the Return-Path line).
+    skip_bytes: int = 0
+    #: Check (and grow) the recipients' quotas; None files the message regardless.
+    quota: QuotaPolicy | None = None
 
 
 class Delivered(NamedTuple):
     account_id: int
     mailbox_id: int
     uid: int
+
+
+class Outcome(NamedTuple):
+    """What became of one delivery, recipient by recipient."""
+
+    delivered: list[Delivered]
+    #: Accounts refused because the message does not fit their quota even after growing.
+    over_quota: list[int]
+    #: Rows added to the outbound queue.
+    queued: int
+    #: (account id, old quota, new quota) for every quota that grew.
+    grown: list[tuple[int, int, int]]
 
 
 _m, _e, _a = schema.mailboxes, schema.mailbox_entries, schema.accounts
@@ -60,15 +82,33 @@ _ADD_USED = (
     .where(_a.c.id == bindparam("d_account"))
     .values(used_bytes=_a.c.used_bytes + bindparam("d_size"))
 )
+_QUOTAS_OF = select(_a.c.id, _a.c.quota_bytes, _a.c.used_bytes).where(
+    _a.c.id.in_(bindparam("accounts", expanding=True))
+)
+_SET_QUOTA = (
+    update(_a).where(_a.c.id == bindparam("d_account")).values(quota_bytes=bindparam("d_quota"))
+)
+_ENQUEUE = schema.outbound_queue.insert()
 
 
-def deliver_many_txn(conn: Connection, items: Sequence[Delivery]) -> list[list[Delivered]]:
-    """File each delivery; returns, per delivery, where each recipient's copy went."""
-    results: list[list[Delivered]] = [[] for _ in items]
-    live = [(i, item) for i, item in enumerate(items) if item.recipients]
-    if not live:
+def deliver_many_txn(conn: Connection, items: Sequence[Delivery]) -> list[Outcome]:
+    """File each delivery; returns, per delivery, what became of each recipient."""
+    accepted, over_quota, grown = _apply_quotas_txn(conn, items)
+    results = [Outcome([], over_quota[i], len(item.outbound), []) for i, item in enumerate(items)]
+    for i, changes in grown.items():
+        results[i].grown.extend(changes)
+    live = [
+        (i, item._replace(recipients=accepted[i])) for i, item in enumerate(items) if accepted[i]
+    ]
+    queued = [item for item in items if item.outbound]
+    if not live and not queued:
         return results
-    blob_changes = reference_many_txn(conn, [item.ref for _, item in live])
+    refs = [item.ref for _, item in live] + [item.ref for item in queued for _ in item.outbound]
+    # Journal order: blobs first, then what refers to them.
+    earlier = reference_many_txn(conn, refs) + (_enqueue_txn(conn, queued) if queued else [])
+    if not live:
+        record_many_txn(conn, earlier)
+        return results
     now = utcnow()
     message_ids = list(
         conn.execute(
@@ -118,9 +158,9 @@ def deliver_many_txn(conn: Connection, items: Sequence[Delivery]) -> list[list[D
                 }
             )
             used[account_id] += item.ref.size
-            results[i].append(Delivered(account_id, mailbox_id, uid))
-    # One journal insert for the batch; blob additions come before the messages using them.
-    modseqs = record_many_txn(conn, blob_changes + changes)[len(blob_changes) :]
+            results[i].delivered.append(Delivered(account_id, mailbox_id, uid))
+    # One journal insert for the batch.
+    modseqs = record_many_txn(conn, earlier + changes)[len(earlier) :]
     highest: dict[int, int] = {}
     for entry, modseq in zip(entries, modseqs, strict=True):
         entry["modseq"] = modseq
@@ -136,3 +176,73 @@ def deliver_many_txn(conn: Connection, items: Sequence[Delivery]) -> list[list[D
     )
     conn.execute(_ADD_USED, [{"d_account": a, "d_size": size} for a, size in used.items()])
     return results
+
+
+def _apply_quotas_txn(
+    conn: Connection, items: Sequence[Delivery]
+) -> tuple[list[tuple[tuple[int, str], ...]], list[list[int]], dict[int, list]]:
+    """Which recipients each delivery may go to, growing quotas where the policy allows.
+
+    Use is tracked across the batch, so two messages that fit one at a time but not together
+    are not both accepted.
+    """
+    accepted = [item.recipients for item in items]
+    over_quota: list[list[int]] = [[] for _ in items]
+    grown: dict[int, list] = defaultdict(list)
+    checked = [i for i, item in enumerate(items) if item.quota is not None and item.recipients]
+    if not checked:
+        return accepted, over_quota, grown
+    ids = sorted({account for i in checked for account, _ in items[i].recipients})
+    state = {
+        row.id: [row.quota_bytes, row.used_bytes]
+        for row in conn.execute(_QUOTAS_OF, {"accounts": ids})
+    }
+    new_quotas: dict[int, int] = {}
+    for i in checked:
+        item = items[i]
+        keep = []
+        for account_id, mailbox in item.recipients:
+            quota, used = state[account_id]
+            fits, new_quota = admit(used, quota, item.ref.size, item.quota)
+            if new_quota != quota:
+                grown[i].append((account_id, quota, new_quota))
+                new_quotas[account_id] = state[account_id][0] = new_quota
+            if fits:
+                state[account_id][1] += item.ref.size
+                keep.append((account_id, mailbox))
+            else:
+                over_quota[i].append(account_id)
+        accepted[i] = tuple(keep)
+    if new_quotas:
+        conn.execute(_SET_QUOTA, [{"d_account": a, "d_quota": q} for a, q in new_quotas.items()])
+        record_many_txn(
+            conn,
+            [
+                ("account.quota", {"id": a, "quota": q, "grown": True})
+                for a, q in new_quotas.items()
+            ],
+        )
+    return accepted, over_quota, grown
+
+
+def _enqueue_txn(conn: Connection, items: Sequence[Delivery]) -> list[tuple[str, dict]]:
+    """Queue rows for the remote recipients; returns their journal changes."""
+    now = utcnow()
+    rows = [
+        {
+            "kind": "relay",
+            "blob_sha256": item.ref.sha256,
+            "skip_bytes": item.skip_bytes,
+            "sender": item.sender,
+            "recipient": recipient,
+            "account_id": item.account_id,
+            "created": now,
+            "next_attempt": now,
+            "attempts": 0,
+            "reason": None,
+        }
+        for item in items
+        for recipient in item.outbound
+    ]
+    conn.execute(_ENQUEUE, rows)
+    return [("queue.add", {"sha256": r["blob_sha256"], "recipient": r["recipient"]}) for r in rows]

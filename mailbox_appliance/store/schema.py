@@ -149,3 +149,27 @@ journal = Table(
     Column("payload", JSON, nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
 )
+
+#: Messages waiting to leave: one row per (message, remote recipient), or a bounce owed to a
+#: sender.  The outbound issue's queue runner works through it; ``queue list`` shows it.
+outbound_queue = Table(
+    "outbound_queue",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    #: "relay": send the blob to ``recipient``; "bounce": tell ``sender`` that ``recipient``
+    #: could not be delivered (``reason``), quoting the blob's headers.
+    Column("kind", String(16), nullable=False),
+    Column("blob_sha256", String(64), ForeignKey("blobs.sha256"), nullable=False, index=True),
+    #: Bytes at the start of the blob not to send on (the Return-Path line of local delivery).
+    Column("skip_bytes", Integer, nullable=False, default=0),
+    #: The envelope sender; "" for the null reverse-path (a bounce is never bounced).
+    Column("sender", String(320), nullable=False),
+    Column("recipient", String(320), nullable=False),
+    #: The authenticated account that submitted it, if any.
+    Column("account_id", Id, nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("next_attempt", DateTime(timezone=True), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    #: Why it is here (a bounce) or why the last attempt failed (a relay).
+    Column("reason", Text, nullable=True),
+)
