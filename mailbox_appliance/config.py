@@ -144,10 +144,48 @@ class PasswordHashConfig:
 
 
 @dataclass(frozen=True)
+class ThrottleConfig:
+    """Failed logins (SMTP AUTH, IMAP, POP3), counted per client IP (IPv6: per /64) and per
+    account: each failure's reply is held back longer, then both are locked out for a while."""
+
+    #: Seconds the reply to the first failure is held back; it doubles with each failure.
+    delay: float = 1.0
+    #: The longest a failure's reply is held back, in seconds.
+    max_delay: float = 30.0
+    #: Failures (from one IP, or against one account) before a temporary lockout.
+    lockout_after: int = 10
+    #: Seconds a lockout lasts; failures are also forgotten after this long.
+    lockout_time: float = 900.0
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     password_hash: PasswordHashConfig = field(default_factory=PasswordHashConfig)
     #: Threads that verify password hashes (argon2 is deliberately slow).
     hash_threads: int = 2
+    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    """Limits of the SMTP services (smtp, submission, submissions)."""
+
+    #: Largest message the MX (``smtp``) accepts; advertised as SIZE (RFC 1870).
+    max_message_size: Size = Size(64 * 1024**2)
+    #: Largest message an authenticated user may submit (``submission``, ``submissions``).
+    submission_max_message_size: Size = Size(2 * 1024**3)
+    #: Recipients per message (RFC 5321 §4.5.3.1.8 asks for at least 100).
+    max_recipients: int = 100
+    #: Seconds to wait for the next command (RFC 5321 §4.5.3.2.7 suggests 5 minutes).
+    command_timeout: int = 300
+    #: Seconds to wait for more message content during DATA or BDAT.
+    data_timeout: int = 180
+    #: Protocol errors in one session before it is closed with 421.
+    max_errors: int = 10
+    #: Simultaneous SMTP connections in total; more get 421 4.7.0 and are closed.
+    max_connections: int = 1000
+    #: Simultaneous SMTP connections from one client IP address.
+    max_connections_per_ip: int = 50
 
 
 @dataclass(frozen=True)
@@ -179,6 +217,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     quota: QuotaConfig = field(default_factory=QuotaConfig)
+    smtp: SMTPConfig = field(default_factory=SMTPConfig)
     #: The file this configuration came from (None = built-in defaults); not a YAML key.
     source: str | None = field(default=None, metadata={"internal": True})
 
@@ -382,9 +421,20 @@ def _check_storage(config: Config, errors: list[str]) -> None:
         errors.append(f"storage.inline_max: at most {MAX_INLINE // 1024} KiB")
 
 
-def _check_hash_threads(config: Config, errors: list[str]) -> None:
+def _check_auth(config: Config, errors: list[str]) -> None:
     if config.auth.hash_threads < 1:
         errors.append("auth.hash_threads: expected at least 1")
+    if config.auth.throttle.lockout_after < 1:
+        errors.append("auth.throttle.lockout_after: expected at least 1")
+    if config.auth.throttle.lockout_time <= 0:
+        errors.append("auth.throttle.lockout_time: expected more than 0 seconds")
+
+
+def _check_smtp(config: Config, errors: list[str]) -> None:
+    limits = ("max_recipients", "command_timeout", "data_timeout", "max_errors")
+    for name in (*limits, "max_connections", "max_connections_per_ip"):
+        if getattr(config.smtp, name) < 1:
+            errors.append(f"smtp.{name}: expected at least 1")
 
 
 def _check_quota(config: Config, errors: list[str]) -> None:
@@ -405,7 +455,8 @@ _SEMANTIC_CHECKS = (
     ("tls", _check_tls),
     ("database", _check_database),
     ("storage", _check_storage),
-    ("auth", _check_hash_threads),
+    ("auth", _check_auth),
+    ("smtp", _check_smtp),
     ("quota", _check_quota),
     ("data_dir", _check_data_dir),
 )

@@ -7,6 +7,7 @@ fails with a :class:`StartupError` that names the listener that could not be bou
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -21,7 +22,9 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from mailbox_appliance.auth import Passwords, make_portal
 from mailbox_appliance.config import IMPLICIT_TLS, SERVICES, Config
+from mailbox_appliance.monitor.limits import ConnectionLimiter
 from mailbox_appliance.store import Store
+from mailbox_appliance.throttle import LoginThrottle, ThrottleSettings
 from mailbox_appliance.tls import server_context_factory
 
 log = Logger()
@@ -37,10 +40,32 @@ def _admin_factory(appliance: Appliance) -> IProtocolFactory:
     return admin_site(appliance)
 
 
+def _smtp_factory(service: str) -> Callable[[Appliance], IProtocolFactory]:
+    def build(appliance: Appliance) -> IProtocolFactory:
+        from mailbox_appliance.smtp.factory import SMTPFactory
+
+        return SMTPFactory(
+            service,
+            reactor=appliance.reactor,
+            hostname=appliance.config.hostname,
+            store=appliance.store,
+            portal=appliance.portal,
+            throttle=appliance.login_throttle,
+            limiter=appliance.smtp_limiter,
+            settings=appliance.config.smtp,
+            tls_context=appliance.tls_context_factory,
+        )
+
+    return build
+
+
 #: Service name -> builder of its protocol factory.  Services not listed here are not built
 #: yet in this version; their listen entries are accepted and reported as not served.
 FACTORY_BUILDERS: dict[str, Callable[[Appliance], IProtocolFactory]] = {
     "admin": _admin_factory,
+    "smtp": _smtp_factory("smtp"),
+    "submission": _smtp_factory("submission"),
+    "submissions": _smtp_factory("submissions"),
 }
 
 
@@ -55,6 +80,14 @@ class Appliance:
             reactor, config.auth.password_hash, threads=config.auth.hash_threads
         )
         self.portal = make_portal(self.store, self.passwords)
+        #: Failed logins of every protocol count together (per IP and per account).
+        self.login_throttle = LoginThrottle(
+            reactor, ThrottleSettings(**dataclasses.asdict(config.auth.throttle))
+        )
+        #: Connections of the three SMTP services count together.
+        self.smtp_limiter = ConnectionLimiter(
+            config.smtp.max_connections, config.smtp.max_connections_per_ip
+        )
         self.ports: dict[str, list[IListeningPort]] = {}
         self._gc = LoopingCall(self._collect_garbage)
         self._gc.clock = reactor

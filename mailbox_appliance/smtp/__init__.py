@@ -1,0 +1,1 @@
+"""The ESMTP server: inbound MX and authenticated submission."""

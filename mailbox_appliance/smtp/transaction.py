@@ -1,0 +1,139 @@
+"""One mail transaction (RFC 5321 §3.3): its envelope, its content stream, and its outcome.
+
+The content goes straight into the blob store through a :class:`BlobWriter` (design rule 3):
+one blob, with our trace fields in front, serves every recipient.  Local copies start at the
+Return-Path line; copies that leave skip it (``skip_bytes``), since only final delivery adds one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import NamedTuple
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+
+from mailbox_appliance.smtp.paths import MailParams
+from mailbox_appliance.store.recipients import LocalTarget
+
+log = Logger()
+
+#: Bytes of content kept to find the Message-ID field in the header.
+_HEAD_BYTES = 16 * 1024
+_MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*(<[^>\r\n]{1,250}>)")
+
+
+class Reply(NamedTuple):
+    code: int
+    enhanced: str
+    text: str
+
+
+class Recipient(NamedTuple):
+    address: str
+    local: tuple[LocalTarget, ...]
+    remote: tuple[str, ...]
+
+
+class MailTransaction:
+    def __init__(self, sender: str, params: MailParams, size_limit: int):
+        self.sender = sender
+        self.params = params
+        self.size_limit = size_limit
+        self.recipients: list[Recipient] = []
+        #: "DATA" or "BDAT" once content has started (RFC 3030 §2: they do not mix).
+        self.mode: str | None = None
+        self.writer = None
+        self.size = 0
+        self.too_big = False
+        self.skip_bytes = 0
+        #: Names this transaction in the Received field, the reply and the log.
+        self.queue_id = os.urandom(6).hex().upper()
+        self._head = bytearray()
+
+    def begin_content(self, writer, return_path: bytes, trace: bytes, mode: str) -> None:
+        self.mode = mode
+        self.writer = writer
+        self.skip_bytes = len(return_path)
+        writer.write(return_path + trace)
+
+    def write(self, data: bytes) -> None:
+        """Content as it arrives; past the size limit the rest is counted and dropped."""
+        if not data:
+            return
+        self.size += len(data)
+        if self.too_big:
+            return
+        if self.size > self.size_limit:
+            self.too_big = True
+            # Partial content discarded (RFC 1870 §6.3).
+            self.writer.abort().addErrback(_abort_failed, self.queue_id)
+            return
+        if len(self._head) < _HEAD_BYTES:
+            self._head += data[: _HEAD_BYTES - len(self._head)]
+        self.writer.write(data)
+
+    def abort(self) -> None:
+        """Drop the content; its temporary file goes (or, if the store is stopping, the next
+        start removes it)."""
+        if self.writer is not None and not self.too_big:
+            self.writer.abort().addErrback(_abort_failed, self.queue_id)
+        self.writer = None
+
+    def message_id(self) -> str | None:
+        header = bytes(self._head).split(b"\r\n\r\n", 1)[0]
+        found = _MESSAGE_ID.search(header)
+        return found.group(1).decode("ascii", "replace") if found else None
+
+    @inlineCallbacks
+    def commit(self, store, account_id: int | None) -> Deferred[tuple[Reply, object]]:
+        """Make the content and every local copy durable; the reply for the end of data.
+
+        The ``250`` is only given once the blob is fsync'd and the delivering transaction is
+        committed (design rules 1 and 5).
+        """
+        if self.too_big:
+            return Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"), None
+        ref = yield self.writer.finish()
+        self.writer = None
+        owners: dict[int, str] = {}
+        remote: dict[str, None] = {}
+        for recipient in self.recipients:
+            for target in recipient.local:
+                owners.setdefault(target.account_id, recipient.address)
+            for address in recipient.remote:
+                remote.setdefault(address)
+        outcome = yield store.accept_message(
+            ref,
+            local=list(owners),
+            remote=list(remote),
+            sender=self.sender,
+            account_id=account_id,
+            skip_bytes=self.skip_bytes,
+            message_id=self.message_id(),
+        )
+        for account, old, new in outcome.grown:
+            log.info(
+                "quota of account {account} grew from {old} to {new} bytes",
+                account=account,
+                old=old,
+                new=new,
+            )
+        if outcome.over_quota and not outcome.delivered and not outcome.queued:
+            return Reply(552, "5.2.2", "Mailbox full"), ref
+        if outcome.over_quota:
+            # Accepted for some: the others are owed a bounce (RFC 5321 §6.1), durably.
+            failures = [
+                (owners[account], "552 5.2.2 Mailbox full") for account in outcome.over_quota
+            ]
+            yield store.add_bounces(ref, self.sender, failures)
+        return Reply(250, "2.0.0", f"Ok: queued as {self.queue_id}"), ref
+
+
+def _abort_failed(failure, queue_id: str) -> None:
+    log.info(
+        "{queue_id}: partial content not removed now ({why}); the next start removes it",
+        queue_id=queue_id,
+        why=failure.getErrorMessage(),
+    )
