@@ -77,11 +77,17 @@ async def _domain(store: Store, args, out) -> None:
 
 async def _user(store: Store, args, out, passwords: Passwords, config: Config) -> None:
     if args.action == "list":
+        growth = config.quota.grow_by > 0
         for row in await store.list_accounts(args.domain):
             state = "disabled" if row["disabled"] else "active"
+            quota = row["quota_bytes"]
+            grows = (
+                f" (grows to {_human(config.quota.max)})"
+                if growth and quota < config.quota.max
+                else ""
+            )
             print(
-                f"{row['address']}\t{_human(row['used_bytes'])} of {_human(row['quota_bytes'])}"
-                f"\t{state}",
+                f"{row['address']}\t{_human(row['used_bytes'])} of {_human(quota)}{grows}\t{state}",
                 file=out,
             )
         return
@@ -119,6 +125,18 @@ async def _check_new_address(store: Store, address: str) -> None:
     except NoSuchAccount:
         return
     raise DuplicateAccount(f"account {normalize_address(address)} already exists")
+
+
+async def _queue(store: Store, args, out) -> None:
+    rows = await store.list_queue()
+    for row in rows:
+        reason = f"\t{row['reason']}" if row["reason"] else ""
+        print(
+            f"{row['id']}\t{row['kind']}\t{row['created']:%Y-%m-%d %H:%M:%S}\t{_human(row['size'])}"
+            f"\t<{row['sender']}> -> <{row['recipient']}>\tattempts {row['attempts']}{reason}",
+            file=out,
+        )
+    print(f"{len(rows)} queued", file=out)
 
 
 async def _alias(store: Store, args, out) -> None:
@@ -214,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     alias_remove = alias.add_parser("remove")
     alias_remove.add_argument("address")
     alias_remove.add_argument("targets", nargs="*", metavar="TARGET")
+
+    queue = commands.add_parser("queue", help="the outbound queue").add_subparsers(
+        dest="action", required=True
+    )
+    queue.add_parser("list", help="messages waiting to leave, and bounces owed")
     return parser
 
 
@@ -271,6 +294,8 @@ def _run_store_command(config: Config, args, out) -> int:
             await _domain(store, args, out)
         elif args.command == "user":
             await _user(store, args, out, passwords, config)
+        elif args.command == "queue":
+            await _queue(store, args, out)
         else:
             await _alias(store, args, out)
 

@@ -266,6 +266,26 @@ class UserTests(_CLITestCase):
         self.assertIn("no terminal to ask for a password; use --password-stdin", line)
         self.assertEqual(self.query("SELECT address FROM accounts"), [("alice@example.org",)])
 
+    def test_queue_list_shows_what_waits_to_leave(self):
+        self.assertEqual(self.ok("queue", "list"), "0 queued\n")
+        conn = sqlite3.connect(os.path.join(self.data_dir, "appliance.sqlite3"))
+        with conn:  # as if submission had queued a 2 KiB message for a remote recipient
+            conn.execute(
+                "INSERT INTO blobs (sha256, size, tier, refcount, created, last_access)"
+                " VALUES ('ab', 2100, 'hot', 1, '2026-11-28 10:00:00', '2026-11-28 10:00:00')"
+            )
+            conn.execute(
+                "INSERT INTO outbound_queue (kind, blob_sha256, skip_bytes, sender, recipient,"
+                " created, next_attempt, attempts) VALUES ('relay', 'ab', 52, 'alice@example.org',"
+                " 'bob@remote.test', '2026-11-28 10:00:00', '2026-11-28 10:00:00', 0)"
+            )
+        conn.close()
+        self.assertEqual(
+            self.ok("queue", "list"),
+            "1\trelay\t2026-11-28 10:00:00\t2.0 KiB\t<alice@example.org> -> <bob@remote.test>"
+            "\tattempts 0\n1 queued\n",
+        )
+
     def test_user_list_shows_quota_and_usage_and_quota_takes_a_human_size(self):
         self.ok("domain", "add", "other.test")
         self.ok(
@@ -284,12 +304,12 @@ class UserTests(_CLITestCase):
         conn.close()
         self.assertEqual(
             self.ok("user", "list"),
-            "bob@example.org\t1.5 KiB of 512.0 MiB\tactive\n"
-            "carol@other.test\t0 B of 1.0 GiB\tactive\n",
+            "bob@example.org\t1.5 KiB of 512.0 MiB (grows to 10.0 GiB)\tactive\n"
+            "carol@other.test\t0 B of 1.0 GiB (grows to 10.0 GiB)\tactive\n",
         )
         self.assertEqual(
             self.ok("user", "list", "--domain", "Other.Test"),
-            "carol@other.test\t0 B of 1.0 GiB\tactive\n",
+            "carol@other.test\t0 B of 1.0 GiB (grows to 10.0 GiB)\tactive\n",
         )
         out = self.ok("user", "quota", "Carol@other.test", "2 GiB")
         self.assertEqual(out, "quota of carol@other.test is now 2.0 GiB\n")

@@ -39,6 +39,8 @@ log = Logger()
 
 _BDAT = re.compile(r"^(\d{1,20})(?: +(LAST))? *$", re.IGNORECASE)
 #: Replies that count towards ``smtp.max_errors`` (bad commands, unknown users, relaying).
+#: Bytes a client may send ahead while a command waits, before reading stops.
+_BACKLOG = 256 * 1024
 _COUNTED = frozenset({500, 501, 502, 503, 504, 530, 535, 550, 553, 554, 555})
 
 
@@ -95,6 +97,7 @@ class SMTPServer(LineReceiver, TimeoutMixin):
             self.transport.loseConnection()
             return
         self._slot = True
+        _no_delay(self.transport)
         self.setTimeout(self.settings.command_timeout)
         self.transport.write(f"220 {self.factory.hostname} ESMTP mailbox-appliance\r\n".encode())
 
@@ -112,6 +115,8 @@ class SMTPServer(LineReceiver, TimeoutMixin):
 
     def dataReceived(self, data):
         self.resetTimeout()
+        if self.paused and len(self._buffer) > _BACKLOG:
+            self.hold("flood")
         return super().dataReceived(data)
 
     def lineLengthExceeded(self, line):
@@ -136,30 +141,32 @@ class SMTPServer(LineReceiver, TimeoutMixin):
         self.reply(answer.code, answer.enhanced, answer.text)
 
     def hold(self, reason: str) -> None:
-        """Stop reading from the client; "busy" also stops processing buffered commands."""
+        """Stop reading from the client for ``reason`` ("disk": the blob writer is behind).
+
+        "busy" (a command waits for the store) only stops processing: later commands stay in
+        the line buffer, and reading stops only if a client sends a flood meanwhile.  That
+        spares two epoll changes per command for a pipelining client.
+        """
+        if reason == "busy":
+            self.paused = True
+            return
         if not self._holds and not self._closed:
             self.transport.pauseProducing()
         self._holds.add(reason)
-        if reason == "busy":
-            self.paused = True
-            self.setTimeout(None)  # our own wait is not the client's fault
 
     def release(self, reason: str) -> None:
+        if reason == "busy":
+            self.paused = False
+            if self._closed:
+                return
+            self.release("flood")
+            self.dataReceived(b"")  # go on with commands that arrived meanwhile
+            return
         if reason not in self._holds:
             return
         self._holds.discard(reason)
-        if self._closed:
-            return
-        if not self._holds:
+        if not self._holds and not self._closed:
             self.transport.resumeProducing()
-        if reason == "busy":
-            self.paused = False
-            self.setTimeout(self._timeout_now())
-            self.dataReceived(b"")  # go on with commands that arrived meanwhile
-
-    def _timeout_now(self) -> int:
-        busy_with_content = self._decoder is not None or self._bdat_left
-        return self.settings.data_timeout if busy_with_content else self.settings.command_timeout
 
     def _wait(self, d: Deferred) -> None:
         """Answer later: nothing after this command is processed until ``d`` has fired."""
@@ -544,11 +551,12 @@ class SMTPServer(LineReceiver, TimeoutMixin):
         else:
             self.setLineMode(rest)
             self.reply(250, "2.0.0", f"{self.tx.size} octets received")
-        self.setTimeout(self._timeout_now())
+        self.setTimeout(self.settings.command_timeout)
 
     def _end_of_content(self, rest: bytes) -> None:
         """The message is complete: hold later commands until it is durable, then answer."""
         tx, self.tx = self.tx, None
+        self.setTimeout(self.settings.command_timeout)
         self.hold("busy")
         self.setLineMode(rest)
         d = tx.commit(self.factory.store, self.account.account_id if self.account else None)
@@ -568,6 +576,23 @@ class SMTPServer(LineReceiver, TimeoutMixin):
             ip=self.peer_ip,
         )
         self.send(answer)
+
+
+def _no_delay(transport) -> None:
+    """Turn Nagle's algorithm off: a reply must not wait for the ACK of the one before it.
+
+    With pipelining, replies go out in small writes (MAIL's, then RCPT's with DATA's); under
+    Nagle the second waits for the client's delayed ACK, up to 40 ms on Linux, per message.
+    """
+    while transport is not None:
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:  # not a TCP socket (a UNIX socket endpoint, say)
+                pass
+            return
+        transport = getattr(transport, "transport", None)
 
 
 def _domain_of(address: str) -> str:

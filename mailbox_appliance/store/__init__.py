@@ -18,7 +18,7 @@ from mailbox_appliance.store.blobs import DEFAULT_INLINE_MAX, BlobRef, BlobStore
 from mailbox_appliance.store.db import Database
 from mailbox_appliance.store.delivery import Delivered, Delivery, Outcome, deliver_many_txn
 from mailbox_appliance.store.quota import FIXED, QuotaPolicy
-from mailbox_appliance.store.recipients import Resolution, resolve_txn
+from mailbox_appliance.store.recipients import Resolution, resolve_many_txn
 
 T = TypeVar("T")
 
@@ -143,7 +143,7 @@ class Store:
 
     def resolve(self, address: str) -> Deferred[Resolution]:
         """What a normalized envelope address means here: local accounts, remote targets."""
-        return self._read(resolve_txn, address)
+        return self.db.read_batched(resolve_many_txn, address)
 
     def accept_message(
         self,

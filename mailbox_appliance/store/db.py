@@ -115,6 +115,8 @@ class Database:
         self._broken: Failure | None = None  # set for good by a failed WAL fsync
         self._lock = threading.Lock()
         self._writer_conn: Connection | None = None
+        self._read_batches: dict[Callable, list[tuple[Any, Deferred]]] = {}
+        self._reading: set[Callable] = set()
         self.commits = 0  # durable commits made; tests and metrics read it
         self.writes = 0  # write functions committed
         self._running = False
@@ -166,6 +168,42 @@ class Database:
         if not self._running:
             return fail(StoreStopped("the store is stopped"))
         return deferToThreadPool(self.reactor, self._readers, self._read_thd, fn)
+
+    def read_batched(self, batch_fn: Callable[[Connection, list], list], item: Any) -> Deferred:
+        """Like ``read``, for lookups that can share one trip to a reader thread.
+
+        While one call ``batch_fn(conn, items)`` runs, further items wait and then go together
+        in the next: a busy server makes one thread hop and one transaction for many lookups
+        (the read side of group commit).  ``batch_fn`` returns one result per item, in order;
+        if it fails, each item is looked up alone so that a bad item fails alone.
+        """
+        d: Deferred = Deferred()
+        self._read_batches.setdefault(batch_fn, []).append((item, d))
+        if batch_fn not in self._reading:
+            self._next_read_batch(batch_fn)
+        return d
+
+    def _next_read_batch(self, batch_fn: Callable) -> None:
+        waiting = self._read_batches.pop(batch_fn, None)
+        if not waiting:
+            self._reading.discard(batch_fn)
+            return
+        self._reading.add(batch_fn)
+        items = [item for item, _ in waiting]
+        d = self.read(lambda conn: batch_fn(conn, items))
+
+        def answer(results):
+            if isinstance(results, Failure):
+                for item, waiter in waiting:
+                    self.read(lambda conn, item=item: batch_fn(conn, [item])[0]).chainDeferred(
+                        waiter
+                    )
+            else:
+                for (_, waiter), result in zip(waiting, results, strict=True):
+                    waiter.callback(result)
+            self._next_read_batch(batch_fn)
+
+        d.addBoth(answer)
 
     def write(self, fn: Callable[[Connection], T]) -> Deferred[T]:
         """Run ``fn(conn)`` in the next group commit; fires after the commit is durable."""

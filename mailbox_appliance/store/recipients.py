@@ -40,6 +40,9 @@ class Resolution(NamedTuple):
 
 _a, _al, _d = schema.accounts, schema.aliases, schema.domains
 _DOMAIN = select(_d.c.id).where(_d.c.name == bindparam("r_domain"))
+_ACCOUNTS_NAMED = select(
+    _a.c.id, _a.c.address, _a.c.quota_bytes, _a.c.used_bytes, _a.c.disabled
+).where(_a.c.address.in_(bindparam("r_addresses", expanding=True)))
 _ACCOUNTS = select(_a.c.id, _a.c.address, _a.c.quota_bytes, _a.c.used_bytes).where(
     _a.c.address.in_(bindparam("r_addresses", expanding=True)), _a.c.disabled.is_(False)
 )
@@ -49,8 +52,30 @@ _ALIAS_TARGETS = select(_al.c.address, _al.c.target).where(
 _LOCAL_DOMAINS = select(_d.c.name).where(_d.c.name.in_(bindparam("r_domains", expanding=True)))
 
 
-def resolve_txn(conn: Connection, address: str) -> Resolution:
-    """Resolve a normalized address (see ``addresses.normalize_address``)."""
+def resolve_many_txn(conn: Connection, addresses: list[str]) -> list[Resolution]:
+    """Resolve normalized addresses (see ``addresses.normalize_address``), in order.
+
+    The common case, an account, costs one query for the whole batch (an account implies a
+    local domain); anything else is resolved on its own.
+    """
+    accounts = {
+        row.address: row for row in conn.execute(_ACCOUNTS_NAMED, {"r_addresses": addresses})
+    }
+    results = []
+    for address in addresses:
+        row = accounts.get(address)
+        if row is None:
+            results.append(_resolve_other_txn(conn, address))
+        elif row.disabled:
+            results.append(Resolution(local_domain=True))
+        else:
+            target = LocalTarget(row.id, row.address, row.quota_bytes, row.used_bytes)
+            results.append(Resolution(True, (target,)))
+    return results
+
+
+def _resolve_other_txn(conn: Connection, address: str) -> Resolution:
+    """An address that is not an account: an alias, an unknown user, or not ours at all."""
     _, domain = split_address(address)
     if conn.execute(_DOMAIN, {"r_domain": domain}).first() is None:
         return Resolution(local_domain=False)

@@ -49,7 +49,6 @@ def upgrade() -> None:
         )
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("outbound_queue", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_outbound_queue_next_attempt"))
