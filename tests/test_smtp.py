@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import smtplib
+import subprocess
 import time
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support.appliance import (
     PASSWORD,
@@ -550,3 +552,61 @@ class QuotaTests(_SMTPTestCase):
             (bounce["kind"], bounce["sender"], bounce["recipient"]),
             ("bounce", "s@remote.test", "alice@example.test"),
         )
+
+
+class SwaksTests(_SMTPTestCase):
+    """swaks, the SMTP test tool admins use, against each service (skipped without it)."""
+
+    def swaks(self, port: int, *args: str):
+        if shutil.which("swaks") is None:
+            raise SkipTest("swaks is not installed (apt-get install swaks; .ci/run does)")
+        command = ["swaks", "--server", f"127.0.0.1:{port}", "--timeout", "20", *args]
+        return deferToThread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+
+    @inlineCallbacks
+    def test_swaks_delivers_through_the_mx_with_pipelining(self):
+        done = yield self.swaks(
+            self.mx,
+            "--from",
+            "s@remote.test",
+            "--to",
+            "alice@example.test",
+            "--pipeline",
+            "--header",
+            "Subject: from swaks",
+            "--body",
+            "hello from swaks",
+        )
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        (message,) = yield inbox(self.store, self.alice)
+        self.assertIn(b"Subject: from swaks", message)
+        self.assertIn(b"hello from swaks", message)
+
+    @inlineCallbacks
+    def test_swaks_submits_with_starttls_and_auth_login_and_with_implicit_tls(self):
+        for port, tls in ((self.submission, "--tls"), (self.submissions, "--tls-on-connect")):
+            done = yield self.swaks(
+                port,
+                tls,
+                "--auth",
+                "LOGIN",
+                "--auth-user",
+                "bob@example.test",
+                "--auth-password",
+                PASSWORD,
+                "--from",
+                "bob@example.test",
+                "--to",
+                "alice@example.test",
+                "--body",
+                f"via {tls}",
+            )
+            self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        messages = yield inbox(self.store, self.alice)
+        self.assertEqual(len(messages), 2)
+
+    @inlineCallbacks
+    def test_swaks_is_refused_relaying_without_auth(self):
+        done = yield self.swaks(self.mx, "--from", "s@remote.test", "--to", "victim@remote.test")
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn("554 5.7.1", done.stdout)
