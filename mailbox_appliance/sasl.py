@@ -46,8 +46,8 @@ def parse_plain(message: bytes) -> tuple[str, str]:
     if len(parts) != 3:
         raise SASLError("malformed PLAIN response")
     authzid, authcid, password = (_text(p) for p in parts)
-    if not authcid:
-        raise SASLError("empty user name")
+    if not authcid or not password:
+        raise SASLError("empty user name or password")  # RFC 4616 §2: both 1*SAFE
     if authzid and authzid.lower() != authcid.lower():
         raise SASLError("authorization identity differs from the user")
     return authcid, password

@@ -25,6 +25,8 @@ class ConnectionLimiter:
         return True
 
     def release(self, ip: str) -> None:
+        if ip not in self._by_ip:  # not holding a slot: a second release changes nothing
+            return
         self.open -= 1
         self._by_ip[ip] -= 1
         if self._by_ip[ip] <= 0:

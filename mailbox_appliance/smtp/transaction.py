@@ -21,7 +21,7 @@ log = Logger()
 
 #: Bytes of content kept to find the Message-ID field in the header.
 _HEAD_BYTES = 16 * 1024
-_MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*(<[^>\r\n]{1,250}>)")
+_MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*(?:\r\n[ \t]+)?(<[^>\r\n]{1,250}>)")
 
 
 class Reply(NamedTuple):
@@ -82,7 +82,9 @@ class MailTransaction:
         self.writer = None
 
     def message_id(self) -> str | None:
-        header = bytes(self._head).split(b"\r\n\r\n", 1)[0]
+        # A leading CRLF lets an empty header section (content starting with a blank line) end
+        # at once, so a Message-ID line in the body is never taken for the field.
+        header = (b"\r\n" + bytes(self._head)).split(b"\r\n\r\n", 1)[0]
         found = _MESSAGE_ID.search(header)
         return found.group(1).decode("ascii", "replace") if found else None
 
