@@ -57,7 +57,6 @@ import itertools
 import json
 import os
 import platform
-import re
 import resource
 import ssl
 import statistics
@@ -65,34 +64,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+from mailbox_appliance.config import parse_size
+
 SEQ_WIDTH = 10  # digits of the per-message counter patched into the Message-ID
 LINE_CHARS = 76  # characters per body line (at most 78 allowed)
 SHOWN_ERRORS = 5  # distinct errors printed per run
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_size(text: str) -> int:
-    """``500000``, ``10KiB``, ``1MiB``, ``2 MB`` -> bytes; ValueError otherwise."""
-    m = _SIZE_RE.match(text)
-    if not m or m.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"not a size: {text!r} (try 500000, 10KiB, 1MiB)")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-
 
 # --- the message -------------------------------------------------------------------------
 

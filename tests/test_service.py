@@ -19,22 +19,14 @@ from mailbox_appliance.datadir import initialise
 from mailbox_appliance.monitor.admin import admin_site
 from mailbox_appliance.service import Appliance, StartupError
 from mailbox_appliance.store import migrate
+from tests.support.appliance import LOOPBACK_ANY, insecure_tls, started_appliance
 from tests.support.config import config_data, make_config
 from tests.support.processes import Twistd, free_port, write_config
-
-LOOPBACK_ANY = "tcp:0:interface=127.0.0.1"
 
 
 def _get(url: str, context: ssl.SSLContext | None = None) -> tuple[int, dict]:
     with urllib.request.urlopen(url, timeout=10, context=context) as response:
         return response.status, json.loads(response.read())
-
-
-def _insecure() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def initialise_schema_only(config) -> None:
@@ -57,14 +49,8 @@ def _assert_clean_stop(testcase, twistd: Twistd) -> None:
 class ApplianceTests(TestCase):
     """The real Appliance in this process, on loopback port-0 listeners."""
 
-    @inlineCallbacks
     def start(self, **listen):
-        config = make_config(self.mktemp(), listen=listen)
-        initialise(config)
-        appliance = Appliance(config, reactor)
-        yield appliance.start()
-        self.addCleanup(appliance.stop)
-        return appliance
+        return started_appliance(self, listen=listen)
 
     @inlineCallbacks
     def test_health_answers_through_the_store(self):
@@ -108,7 +94,7 @@ class ApplianceTests(TestCase):
         self.patch(service, "FACTORY_BUILDERS", {"https": admin_site})
         appliance = yield self.start(https=[LOOPBACK_ANY])
         port = appliance.address_of("https").port
-        status, body = yield deferToThread(_get, f"https://127.0.0.1:{port}/health", _insecure())
+        status, body = yield deferToThread(_get, f"https://127.0.0.1:{port}/health", insecure_tls())
         self.assertEqual((status, body["status"]), (200, "ok"))
 
     @inlineCallbacks

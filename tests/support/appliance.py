@@ -16,9 +16,13 @@ PASSWORD = "correct horse battery staple"
 
 
 @inlineCallbacks
-def started_appliance(testcase, services=("smtp", "submission", "submissions"), **overrides):
-    """A started Appliance serving ``services`` on loopback; stopped at cleanup."""
-    listen = {service: [LOOPBACK_ANY] for service in services}
+def started_appliance(
+    testcase, services=("smtp", "submission", "submissions"), listen=None, **overrides
+):
+    """A started Appliance serving ``services`` on loopback port 0 (or exactly ``listen``,
+    a mapping of service to endpoint strings); stopped at cleanup."""
+    if listen is None:
+        listen = {service: [LOOPBACK_ANY] for service in services}
     config = make_config(testcase.mktemp(), listen=listen, **overrides)
     initialise(config)
     appliance = Appliance(config, reactor)
