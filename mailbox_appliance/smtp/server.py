@@ -1,11 +1,13 @@
 """The ESMTP server (RFC 5321) for the MX and for message submission (RFC 6409).
 
 Built on ``LineReceiver`` rather than ``twisted.mail.smtp.ESMTP``, which lacks SIZE, 8BITMIME,
-SMTPUTF8 and CHUNKING, offers AUTH before TLS, keeps plaintext across STARTTLS and fails every
-recipient when one fails (see docs/architecture.md).  What this protocol guarantees:
+SMTPUTF8 and CHUNKING, offers AUTH before TLS, keeps plaintext across STARTTLS, races
+pipelined commands against its own lookups and fails every recipient when one fails.  What
+this protocol guarantees:
 
 - Pipelining (RFC 2920): commands are answered strictly in order.  While a command waits for
-  the store, reading stops and later commands stay buffered, so no reply races another.
+  the store, later commands stay in the line buffer unprocessed (reading stops only if a
+  client sends more than ``_BACKLOG`` meanwhile), so no reply races another.
 - STARTTLS (RFC 3207 §4.2): plaintext buffered behind the command is thrown away and the
   session starts over; AUTH is offered only under TLS (RFC 4954 §4).
 - Content (DATA, and BDAT of RFC 3030) streams into the blob store as it arrives, with
@@ -38,9 +40,9 @@ from mailbox_appliance.store.quota import admit
 log = Logger()
 
 _BDAT = re.compile(r"^(\d{1,20})(?: +(LAST))? *$", re.IGNORECASE)
-#: Replies that count towards ``smtp.max_errors`` (bad commands, unknown users, relaying).
 #: Bytes a client may send ahead while a command waits, before reading stops.
 _BACKLOG = 256 * 1024
+#: Replies that count towards ``smtp.max_errors`` (bad commands, unknown users, relaying).
 _COUNTED = frozenset({500, 501, 502, 503, 504, 530, 535, 550, 553, 554, 555})
 
 
