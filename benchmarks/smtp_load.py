@@ -69,6 +69,7 @@ from mailbox_appliance.config import parse_size
 SEQ_WIDTH = 10  # digits of the per-message counter patched into the Message-ID
 LINE_CHARS = 76  # characters per body line (at most 78 allowed)
 SHOWN_ERRORS = 5  # distinct errors printed per run
+SLICE = 1024 * 1024  # bytes per write of a big message
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # --- the message -------------------------------------------------------------------------
@@ -87,10 +88,17 @@ class Message:
     def wire_size(self) -> int:
         return len(self.prefix) + SEQ_WIDTH + len(self.suffix)
 
-    def data(self) -> bytes:
-        """The next message's DATA bytes: a fresh Message-ID, nothing else rebuilt."""
+    def data(self) -> list[bytes | memoryview]:
+        """The next message's DATA bytes: a fresh Message-ID, nothing else rebuilt or copied.
+
+        Big messages come in slices of ``SLICE`` bytes: TLS writes of gigabytes at once fail.
+        """
         seq = next(self.counter) % 10**SEQ_WIDTH
-        return b"".join((self.prefix, b"%0*d" % (SEQ_WIDTH, seq), self.suffix))
+        parts: list[bytes | memoryview] = []
+        for piece in (self.prefix, b"%0*d" % (SEQ_WIDTH, seq), self.suffix):
+            view = memoryview(piece)
+            parts.extend(view[i : i + SLICE] for i in range(0, len(view), SLICE))
+        return parts
 
 
 def _fold(name: str, items: list[str]) -> list[str]:
@@ -430,8 +438,9 @@ class Session:
         """The message (or, with no accepted recipient, just the "." that ends DATA)."""
         assert self.writer is not None
         self.step = "end of data"
-        self.writer.write(self.target.message.data() if real else b".\r\n")
-        await self.writer.drain()
+        for part in self.target.message.data() if real else [b".\r\n"]:
+            self.writer.write(part)
+            await self.writer.drain()
         code, lines = await self.read_reply()
         if code // 100 != 2:
             self.fail("end of data", code, lines)
