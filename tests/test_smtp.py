@@ -19,6 +19,7 @@ from tests.support.appliance import (
     port_of,
     started_appliance,
 )
+from tests.support.databases import postgres_url
 from tests.support.smtp import RawSMTP, body_of, inbox
 
 MESSAGE = (
@@ -45,9 +46,13 @@ def _wait_until(condition, timeout: float = 10) -> bool:
 class _SMTPTestCase(TestCase):
     overrides: dict = {}
 
+    def configuration(self) -> dict:
+        """Config overrides for this test's appliance."""
+        return self.overrides
+
     @inlineCallbacks
     def setUp(self):
-        self.appliance = yield started_appliance(self, **self.overrides)
+        self.appliance = yield started_appliance(self, **self.configuration())
         self.store = self.appliance.store
         self.alice = yield add_account(self.appliance, "alice@example.test")
         self.bob = yield add_account(self.appliance, "bob@example.test")
@@ -336,6 +341,13 @@ class MXTests(_SMTPTestCase):
         self.assertEqual((yield inbox(self.store, self.alice)), [])
 
 
+class PostgreSQLMXTests(MXTests):
+    """The MX tests again with the metadata in PostgreSQL (skipped without a server)."""
+
+    def configuration(self) -> dict:
+        return {**self.overrides, "database": postgres_url(self)}
+
+
 class SubmissionTests(_SMTPTestCase):
     overrides = {
         "auth": {
@@ -489,6 +501,22 @@ class LimitTests(_SMTPTestCase):
         answers = yield self.in_thread(run)
         self.assertTrue(answers[0].startswith("552 5.3.4"), answers)
         self.assertTrue(answers[1].startswith("250"), answers)
+        self.assertEqual((yield inbox(self.store, self.alice)), [])
+
+    @inlineCallbacks
+    def test_bdat_chunk_past_the_size_limit_is_552_and_ends_the_transaction(self):
+        def run():
+            client = self.raw()
+            client.reply()
+            client.command("EHLO big.test")
+            client.send(b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\n")
+            client.replies(2)
+            chunk = b"x" * 1500
+            client.send(b"BDAT 1500\r\n" + chunk + b"BDAT 1500 LAST\r\n" + chunk)
+            return client.replies(2)
+
+        answers = yield self.in_thread(run)
+        self.assertEqual([a[:9] for a in answers], ["250 2.0.0", "552 5.3.4"])
         self.assertEqual((yield inbox(self.store, self.alice)), [])
 
     @inlineCallbacks

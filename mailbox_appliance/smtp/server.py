@@ -117,9 +117,10 @@ class SMTPServer(LineReceiver, TimeoutMixin):
 
     def dataReceived(self, data):
         self.resetTimeout()
+        why = super().dataReceived(data)
         if self.paused and len(self._buffer) > _BACKLOG:
             self.hold("flood")
-        return super().dataReceived(data)
+        return why
 
     def lineLengthExceeded(self, line):
         self.reply(500, "5.5.2", "Line too long")
