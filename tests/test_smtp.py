@@ -10,6 +10,7 @@ import time
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support.appliance import (
@@ -638,3 +639,29 @@ class SwaksTests(_SMTPTestCase):
         done = yield self.swaks(self.mx, "--from", "s@remote.test", "--to", "victim@remote.test")
         self.assertNotEqual(done.returncode, 0)
         self.assertIn("554 5.7.1", done.stdout)
+
+
+class QuotaGrowthTests(_SMTPTestCase):
+    overrides = {"quota": {"default": 10000, "grow_at": 0.5, "grow_by": 10000, "max": 30000}}
+
+    @inlineCallbacks
+    def test_quota_grows_as_mail_arrives_and_the_growth_is_logged(self):
+        with capturedLogs() as events:
+            answers = yield self.in_thread(
+                self.session,
+                "MAIL FROM:<s@remote.test>",
+                "RCPT TO:<alice@example.test>",
+                "DATA",
+                b"Subject: growing\r\n\r\n" + b"g" * 8000 + b"\r\n.",
+            )
+        self.assertTrue(answers[-1].startswith("250 2.0.0"), answers)
+        account = yield self.store.account("alice@example.test")
+        self.assertEqual(account["quota_bytes"], 20000)
+        logged = [formatEvent(event) for event in events]
+        self.assertTrue(
+            any(
+                "quota of alice@example.test grew from 10000 to 20000 bytes" in line
+                for line in logged
+            ),
+            logged,
+        )

@@ -99,11 +99,13 @@ class MailTransaction:
             return Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"), None
         ref = yield self.writer.finish()
         self.writer = None
-        owners: dict[int, str] = {}
+        owners: dict[int, str] = {}  # account -> the address the client gave for it
+        accounts: dict[int, str] = {}  # account -> its own address
         remote: dict[str, None] = {}
         for recipient in self.recipients:
             for target in recipient.local:
                 owners.setdefault(target.account_id, recipient.address)
+                accounts[target.account_id] = target.address
             for address in recipient.remote:
                 remote.setdefault(address)
         outcome = yield store.accept_message(
@@ -117,8 +119,9 @@ class MailTransaction:
         )
         for account, old, new in outcome.grown:
             log.info(
-                "quota of account {account} grew from {old} to {new} bytes",
-                account=account,
+                "{queue_id}: quota of {account} grew from {old} to {new} bytes",
+                queue_id=self.queue_id,
+                account=accounts.get(account, account),
                 old=old,
                 new=new,
             )
