@@ -180,8 +180,8 @@ class SMTPConfig:
     command_timeout: int = 300
     #: Seconds to wait for more message content during DATA or BDAT.
     data_timeout: int = 180
-    #: Protocol errors in one session before it is closed with 421.
-    max_errors: int = 10
+    #: Errors (5xx replies, failed logins) in one session before it is closed with 421.
+    max_errors: int = 20
     #: Simultaneous SMTP connections in total; more get 421 4.7.0 and are closed.
     max_connections: int = 1000
     #: Simultaneous SMTP connections from one client IP address.

@@ -295,7 +295,7 @@ class MXTests(_SMTPTestCase):
         def run():
             client = self.raw()
             client.reply()
-            answers = [client.command("BOGUS") for _ in range(9)]
+            answers = [client.command("BOGUS") for _ in range(19)]
             client.send(b"BOGUS\r\n")
             return answers, client.replies(2), client.closed_by_server()
 
