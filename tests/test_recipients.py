@@ -6,6 +6,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailbox_appliance.store import QuotaPolicy, schema
+from mailbox_appliance.store.delivery import GONE, OVER_QUOTA
 from mailbox_appliance.store.quota import FIXED, admit
 from tests.support.databases import PostgreSQLMixin, SQLiteMixin
 from tests.support.store import started_store
@@ -85,7 +86,7 @@ class _StoreTests:
         self.assertEqual(
             sorted(d.account_id for d in outcome.delivered), sorted([self.alice, self.bob])
         )
-        self.assertEqual((outcome.over_quota, outcome.queued), ([], 2))
+        self.assertEqual((outcome.refused, outcome.queued), ([], 2))
         queue = yield self.store.list_queue()
         self.assertEqual(
             [(q["kind"], q["recipient"], q["sender"]) for q in queue],
@@ -110,7 +111,7 @@ class _StoreTests:
         for i in range(5):
             ref = yield self.store.blobs.put(bytes([65 + i]) * (9 * KiB))
             outcome = yield self.store.accept_message(ref, local=[self.alice], remote=[], sender="")
-            sizes.append((bool(outcome.delivered), bool(outcome.over_quota)))
+            sizes.append((bool(outcome.delivered), bool(outcome.refused)))
         account = yield self.store.account("alice@example.test")
         # 20 KiB grows to 30 and 40 KiB (max); the fifth 9 KiB message does not fit in 40.
         self.assertEqual(account["quota_bytes"], 40 * KiB)
@@ -133,7 +134,18 @@ class _StoreTests:
             ref, local=[self.alice, self.bob], remote=[], sender=""
         )
         self.assertEqual([d.account_id for d in outcome.delivered], [self.alice])
-        self.assertEqual(outcome.over_quota, [self.bob])
+        self.assertEqual(outcome.refused, [(self.bob, OVER_QUOTA)])
+
+    @inlineCallbacks
+    def test_account_removed_after_lookup_is_refused_alone(self):
+        carol = yield self.store.add_account("carol@example.test", "x", 20 * KiB)
+        yield self.store.remove_account("carol@example.test")
+        ref = yield self.store.blobs.put(b"w" * 500)
+        outcome = yield self.store.accept_message(
+            ref, local=[self.alice, carol], remote=[], sender=""
+        )
+        self.assertEqual([d.account_id for d in outcome.delivered], [self.alice])
+        self.assertEqual(outcome.refused, [(carol, GONE)])
 
     @inlineCallbacks
     def test_bounces_owed_are_queued_with_their_reason(self):

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
 from mailbox_appliance.smtp.paths import MailParams
+from mailbox_appliance.store.delivery import GONE, OVER_QUOTA
 from mailbox_appliance.store.recipients import LocalTarget
 
 log = Logger()
@@ -28,6 +29,16 @@ class Reply(NamedTuple):
     code: int
     enhanced: str
     text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced} {self.text}"
+
+
+#: What the store's reasons for refusing a recipient after the data mean in SMTP.
+_REFUSALS = {
+    OVER_QUOTA: Reply(552, "5.2.2", "Mailbox full"),
+    GONE: Reply(550, "5.1.1", "Mailbox no longer exists"),
+}
 
 
 class Recipient(NamedTuple):
@@ -125,14 +136,12 @@ class MailTransaction:
                 old=old,
                 new=new,
             )
-        if outcome.over_quota and not outcome.delivered and not outcome.queued:
-            return Reply(552, "5.2.2", "Mailbox full"), ref
-        if outcome.over_quota:
+        failures = [(owners[account], _REFUSALS[why]) for account, why in outcome.refused]
+        if failures and not outcome.delivered and not outcome.queued:
+            return _REFUSALS[outcome.refused[0][1]], ref
+        if failures:
             # Accepted for some: the others are owed a bounce (RFC 5321 §6.1), durably.
-            failures = [
-                (owners[account], "552 5.2.2 Mailbox full") for account in outcome.over_quota
-            ]
-            yield store.add_bounces(ref, self.sender, failures)
+            yield store.add_bounces(ref, self.sender, [(a, str(r)) for a, r in failures])
         return Reply(250, "2.0.0", f"Ok: queued as {self.queue_id}"), ref
 
 

@@ -52,12 +52,17 @@ class Delivered(NamedTuple):
     uid: int
 
 
+OVER_QUOTA = "over quota"
+GONE = "gone"
+
+
 class Outcome(NamedTuple):
     """What became of one delivery, recipient by recipient."""
 
     delivered: list[Delivered]
-    #: Accounts refused because the message does not fit their quota even after growing.
-    over_quota: list[int]
+    #: (account id, why) for each account that did not get the message: ``OVER_QUOTA`` (it
+    #: does not fit even after growing) or ``GONE`` (the account was removed meanwhile).
+    refused: list[tuple[int, str]]
     #: Rows added to the outbound queue.
     queued: int
     #: (account id, old quota, new quota) for every quota that grew.
@@ -93,8 +98,8 @@ _ENQUEUE = schema.outbound_queue.insert()
 
 def deliver_many_txn(conn: Connection, items: Sequence[Delivery]) -> list[Outcome]:
     """File each delivery; returns, per delivery, what became of each recipient."""
-    accepted, over_quota, grown = _apply_quotas_txn(conn, items)
-    results = [Outcome([], over_quota[i], len(item.outbound), []) for i, item in enumerate(items)]
+    accepted, refused, grown = _apply_quotas_txn(conn, items)
+    results = [Outcome([], refused[i], len(item.outbound), []) for i, item in enumerate(items)]
     for i, changes in grown.items():
         results[i].grown.extend(changes)
     live = [
@@ -180,18 +185,18 @@ def deliver_many_txn(conn: Connection, items: Sequence[Delivery]) -> list[Outcom
 
 def _apply_quotas_txn(
     conn: Connection, items: Sequence[Delivery]
-) -> tuple[list[tuple[tuple[int, str], ...]], list[list[int]], dict[int, list]]:
+) -> tuple[list[tuple[tuple[int, str], ...]], list[list[tuple[int, str]]], dict[int, list]]:
     """Which recipients each delivery may go to, growing quotas where the policy allows.
 
     Use is tracked across the batch, so two messages that fit one at a time but not together
     are not both accepted.
     """
     accepted = [item.recipients for item in items]
-    over_quota: list[list[int]] = [[] for _ in items]
+    refused: list[list[tuple[int, str]]] = [[] for _ in items]
     grown: dict[int, list] = defaultdict(list)
     checked = [i for i, item in enumerate(items) if item.quota is not None and item.recipients]
     if not checked:
-        return accepted, over_quota, grown
+        return accepted, refused, grown
     ids = sorted({account for i in checked for account, _ in items[i].recipients})
     state = {
         row.id: [row.quota_bytes, row.used_bytes]
@@ -202,6 +207,9 @@ def _apply_quotas_txn(
         item = items[i]
         keep = []
         for account_id, mailbox in item.recipients:
+            if account_id not in state:  # removed since the recipient was looked up
+                refused[i].append((account_id, GONE))
+                continue
             quota, used = state[account_id]
             fits, new_quota = admit(used, quota, item.ref.size, item.quota)
             if new_quota != quota:
@@ -211,7 +219,7 @@ def _apply_quotas_txn(
                 state[account_id][1] += item.ref.size
                 keep.append((account_id, mailbox))
             else:
-                over_quota[i].append(account_id)
+                refused[i].append((account_id, OVER_QUOTA))
         accepted[i] = tuple(keep)
     if new_quotas:
         conn.execute(_SET_QUOTA, [{"d_account": a, "d_quota": q} for a, q in new_quotas.items()])
@@ -222,7 +230,7 @@ def _apply_quotas_txn(
                 for a, q in new_quotas.items()
             ],
         )
-    return accepted, over_quota, grown
+    return accepted, refused, grown
 
 
 def _enqueue_txn(conn: Connection, items: Sequence[Delivery]) -> list[tuple[str, dict]]:
