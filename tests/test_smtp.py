@@ -582,6 +582,28 @@ class QuotaTests(_SMTPTestCase):
             ("bounce", "s@remote.test", "alice@example.test"),
         )
 
+    @inlineCallbacks
+    def test_alias_reaching_a_full_mailbox_delivers_to_the_others_and_bounces_for_it(self):
+        yield self.store.set_quota("bob@example.test", 10**6)
+        yield self.store.add_alias("team@example.test", ["alice@example.test", "bob@example.test"])
+        answers = yield self.in_thread(
+            self.session,
+            "MAIL FROM:<s@remote.test> SIZE=10050",
+            "RCPT TO:<team@example.test>",
+            "DATA",
+            b"Subject: big\r\n\r\n" + b"z" * 10000 + b"\r\n.",
+        )
+        self.assertEqual(
+            [a[:9] for a in answers], ["250 2.1.0", "250 2.1.5", "354 End d", "250 2.0.0"]
+        )
+        self.assertEqual(len((yield inbox(self.store, self.bob))), 1)
+        self.assertEqual((yield inbox(self.store, self.alice)), [])
+        (bounce,) = yield self.store.list_queue()
+        self.assertEqual(
+            (bounce["kind"], bounce["recipient"], bounce["reason"]),
+            ("bounce", "team@example.test", "552 5.2.2 Mailbox full"),
+        )
+
 
 class SwaksTests(_SMTPTestCase):
     """swaks, the SMTP test tool admins use, against each service (skipped without it)."""

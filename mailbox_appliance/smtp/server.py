@@ -453,11 +453,12 @@ class SMTPServer(LineReceiver, TimeoutMixin):
             if resolution is None or not resolution.exists:
                 self.reply(550, "5.1.1", f"<{address}>: Recipient address rejected: unknown user")
                 return
-            local = self._with_room(resolution.local, tx.params.size)
-            if resolution.local and not local and not resolution.remote:
+            full = resolution.local and not self._any_room(resolution.local, tx.params.size)
+            if full and not resolution.remote:
                 self.reply(452, "4.2.2", f"<{address}>: Mailbox full")
                 return
-            tx.recipients.append(Recipient(key, local, resolution.remote))
+            # Where an alias reaches some full mailboxes, delivery refuses those and bounces.
+            tx.recipients.append(Recipient(key, resolution.local, resolution.remote))
         elif self.account is None:
             self.reply(554, "5.7.1", f"<{address}>: Relay access denied")
             return
@@ -465,11 +466,12 @@ class SMTPServer(LineReceiver, TimeoutMixin):
             tx.recipients.append(Recipient(key, (), (key,)))
         self.reply(250, "2.1.5", "Ok")
 
-    def _with_room(self, targets, declared_size: int | None):
-        """Accounts that can take a message of the declared size (RFC 1870), growing allowed."""
+    def _any_room(self, targets, declared_size: int | None) -> bool:
+        """Whether any account can take a message of the declared size (RFC 1870), growing
+        allowed; without SIZE, whether any has a byte left."""
         size = max(declared_size or 0, 1)
         policy = self.factory.store.quota_policy
-        return tuple(t for t in targets if admit(t.used_bytes, t.quota_bytes, size, policy)[0])
+        return any(admit(t.used_bytes, t.quota_bytes, size, policy)[0] for t in targets)
 
     def _start_content(self, mode: str) -> None:
         tx = self.tx
