@@ -56,6 +56,31 @@ class _DatabaseTests:
         self.assertGreaterEqual(commits, 1)
 
     @inlineCallbacks
+    def test_lookups_queued_while_one_runs_share_the_next_batch(self):
+        calls = []
+
+        def double_txn(conn, items):
+            calls.append(list(items))
+            conn.execute(text("SELECT 1"))
+            return [2 * item for item in items]
+
+        results = yield gatherResults([self.db.read_batched(double_txn, i) for i in range(10)])
+        self.assertEqual(results, [2 * i for i in range(10)])
+        # The first lookup went alone; the nine queued meanwhile went together.
+        self.assertEqual(calls, [[0], list(range(1, 10))])
+
+    @inlineCallbacks
+    def test_a_failing_lookup_batch_is_retried_item_by_item_and_only_the_bad_item_fails(self):
+        def strict_txn(conn, items):
+            if "bad" in items:
+                raise ValueError("bad item")
+            return [item.upper() for item in items]
+
+        ds = [self.db.read_batched(strict_txn, item) for item in ("a", "b", "bad", "c")]
+        results = yield gatherResults([d.addErrback(lambda f: f.type) for d in ds])
+        self.assertEqual(results, ["A", "B", ValueError, "C"])
+
+    @inlineCallbacks
     def test_each_write_fires_only_after_its_commit_is_visible(self):
         # When a write's Deferred fires, a brand-new connection already sees its row.
         for i in range(5):
