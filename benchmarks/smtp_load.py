@@ -400,14 +400,7 @@ class Session:
                 self.fail(rcpt.decode(errors="replace").strip(), code, lines)
         self.step = "DATA"
         code, lines = await self.read_reply()
-        if code == 354:
-            await self.send_data(recipients > 0)
-        else:
-            self.fail("DATA", code, lines)
-        if self.failed_current:
-            await self.rset()
-            return False
-        return True
+        return await self.after_data(code, lines, recipients > 0)
 
     async def lockstep(self) -> bool:
         """One command at a time; RSET at the first unexpected reply."""
@@ -422,13 +415,19 @@ class Session:
             code, lines = await self.command(rcpt)
             if code // 100 != 2:
                 self.fail(rcpt.decode(errors="replace").strip(), code, lines)
-        if not self.failed_current:
-            self.step = "DATA"
-            code, lines = await self.command(b"DATA\r\n")
-            if code == 354:
-                await self.send_data(True)
-            else:
-                self.fail("DATA", code, lines)
+        if self.failed_current:
+            await self.rset()
+            return False
+        self.step = "DATA"
+        code, lines = await self.command(b"DATA\r\n")
+        return await self.after_data(code, lines, True)
+
+    async def after_data(self, code: int, lines: list[bytes], real: bool) -> bool:
+        """Send the message on 354; RSET after any unexpected reply.  Whether it went well."""
+        if code == 354:
+            await self.send_data(real)
+        else:
+            self.fail("DATA", code, lines)
         if self.failed_current:
             await self.rset()
             return False
