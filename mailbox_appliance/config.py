@@ -189,6 +189,24 @@ class SMTPConfig:
 
 
 @dataclass(frozen=True)
+class IMAPConfig:
+    """Limits of the IMAP services (imap, imaps)."""
+
+    #: Largest message APPEND accepts; advertised as APPENDLIMIT (RFC 7889).
+    append_limit: Size = Size(2 * 1024**3)
+    #: Seconds an authenticated session may be idle (RFC 3501 §5.4: at least 30 minutes).
+    idle_timeout: int = 1800
+    #: Seconds a client has to log in after connecting.
+    login_timeout: int = 60
+    #: Longest command line, literals excluded; a longer one gets BAD and the session goes on.
+    max_line: Size = Size(64 * 1024)
+    #: Simultaneous IMAP connections in total; more get ``* BYE`` and are closed.
+    max_connections: int = 2000
+    #: Simultaneous IMAP connections from one client IP address.
+    max_connections_per_ip: int = 100
+
+
+@dataclass(frozen=True)
 class QuotaConfig:
     """Mailbox quotas, and how they grow by themselves as mail arrives."""
 
@@ -218,6 +236,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    imap: IMAPConfig = field(default_factory=IMAPConfig)
     #: The file this configuration came from (None = built-in defaults); not a YAML key.
     source: str | None = field(default=None, metadata={"internal": True})
 
@@ -437,6 +456,16 @@ def _check_smtp(config: Config, errors: list[str]) -> None:
             errors.append(f"smtp.{name}: expected at least 1")
 
 
+def _check_imap(config: Config, errors: list[str]) -> None:
+    for name in ("idle_timeout", "login_timeout", "max_connections", "max_connections_per_ip"):
+        if getattr(config.imap, name) < 1:
+            errors.append(f"imap.{name}: expected at least 1")
+    if config.imap.idle_timeout < 1800:
+        errors.append("imap.idle_timeout: RFC 3501 §5.4 asks for at least 1800 seconds")
+    if config.imap.max_line < 1024:
+        errors.append("imap.max_line: expected at least 1 KiB")
+
+
 def _check_quota(config: Config, errors: list[str]) -> None:
     if not 0 < config.quota.grow_at <= 1:
         errors.append(
@@ -457,6 +486,7 @@ _SEMANTIC_CHECKS = (
     ("storage", _check_storage),
     ("auth", _check_auth),
     ("smtp", _check_smtp),
+    ("imap", _check_imap),
     ("quota", _check_quota),
     ("data_dir", _check_data_dir),
 )

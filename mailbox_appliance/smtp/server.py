@@ -31,6 +31,7 @@ from mailbox_appliance import sasl
 from mailbox_appliance.addresses import normalize_address, split_address
 from mailbox_appliance.errors import InvalidAddress
 from mailbox_appliance.interfaces import IAccount
+from mailbox_appliance.netutil import no_delay
 from mailbox_appliance.smtp import received
 from mailbox_appliance.smtp.framing import DotDecoder
 from mailbox_appliance.smtp.paths import SMTPReplyError, parse_mail, parse_rcpt
@@ -99,7 +100,7 @@ class SMTPServer(LineReceiver, TimeoutMixin):
             self.transport.loseConnection()
             return
         self._slot = True
-        _no_delay(self.transport)
+        no_delay(self.transport)
         self.setTimeout(self.settings.command_timeout)
         self.transport.write(f"220 {self.factory.hostname} ESMTP mailbox-appliance\r\n".encode())
 
@@ -581,23 +582,6 @@ class SMTPServer(LineReceiver, TimeoutMixin):
             ip=self.peer_ip,
         )
         self.send(answer)
-
-
-def _no_delay(transport) -> None:
-    """Turn Nagle's algorithm off: a reply must not wait for the ACK of the one before it.
-
-    With pipelining, replies go out in small writes (MAIL's, then RCPT's with DATA's); under
-    Nagle the second waits for the client's delayed ACK, up to 40 ms on Linux, per message.
-    """
-    while transport is not None:
-        set_no_delay = getattr(transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            try:
-                set_no_delay(True)
-            except OSError:  # not a TCP socket (a UNIX socket endpoint, say)
-                pass
-            return
-        transport = getattr(transport, "transport", None)
 
 
 def _domain_of(address: str) -> str:
