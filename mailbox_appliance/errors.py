@@ -47,3 +47,29 @@ class BlobMissing(StoreError):
 
 class SchemaError(StoreError):
     """The database schema is not the one this software needs; the message says what to run."""
+
+
+class MailboxError(StoreError):
+    """A mailbox operation refused; ``code`` says why, for the protocol layer to map.
+
+    Codes: ``NONEXISTENT``, ``ALREADYEXISTS``, ``CANNOT``, ``OVERQUOTA``, ``LIMIT`` (RFC 5530
+    response codes) and ``TRYCREATE`` (RFC 3501 §6.4.7: the target mailbox of a COPY or
+    APPEND does not exist).  ``str(error)`` is a one-line reason fit to show the user.
+    """
+
+    NONEXISTENT = "NONEXISTENT"
+    ALREADYEXISTS = "ALREADYEXISTS"
+    CANNOT = "CANNOT"
+    TRYCREATE = "TRYCREATE"
+    OVERQUOTA = "OVERQUOTA"
+    LIMIT = "LIMIT"
+    CODES = frozenset({NONEXISTENT, ALREADYEXISTS, CANNOT, TRYCREATE, OVERQUOTA, LIMIT})
+
+    def __init__(self, code: str, reason: str):
+        if code not in self.CODES:
+            raise ValueError(f"unknown mailbox error code {code!r}")
+        super().__init__(reason)
+        self.code = code
+
+    def __reduce__(self):
+        return (type(self), (self.code, str(self)))

@@ -40,19 +40,24 @@ def _admin_factory(appliance: Appliance) -> IProtocolFactory:
     return admin_site(appliance)
 
 
-def _smtp_factory(service: str) -> Callable[[Appliance], IProtocolFactory]:
-    def build(appliance: Appliance) -> IProtocolFactory:
-        from mailbox_appliance.smtp.factory import SMTPFactory
+def _mail_factory(service: str, protocol: str) -> Callable[[Appliance], IProtocolFactory]:
+    """The builder of a mail service's factory; ``protocol`` names its package and section."""
 
-        return SMTPFactory(
+    def build(appliance: Appliance) -> IProtocolFactory:
+        if protocol == "smtp":
+            from mailbox_appliance.smtp.factory import SMTPFactory as factory_class
+        else:
+            from mailbox_appliance.imap.factory import IMAPFactory as factory_class
+
+        return factory_class(
             service,
             reactor=appliance.reactor,
             hostname=appliance.config.hostname,
             store=appliance.store,
             portal=appliance.portal,
             throttle=appliance.login_throttle,
-            limiter=appliance.smtp_limiter,
-            settings=appliance.config.smtp,
+            limiter=getattr(appliance, protocol + "_limiter"),
+            settings=getattr(appliance.config, protocol),
             tls_context=appliance.tls_context_factory,
         )
 
@@ -63,9 +68,11 @@ def _smtp_factory(service: str) -> Callable[[Appliance], IProtocolFactory]:
 #: yet in this version; their listen entries are accepted and reported as not served.
 FACTORY_BUILDERS: dict[str, Callable[[Appliance], IProtocolFactory]] = {
     "admin": _admin_factory,
-    "smtp": _smtp_factory("smtp"),
-    "submission": _smtp_factory("submission"),
-    "submissions": _smtp_factory("submissions"),
+    "smtp": _mail_factory("smtp", "smtp"),
+    "submission": _mail_factory("submission", "smtp"),
+    "submissions": _mail_factory("submissions", "smtp"),
+    "imap": _mail_factory("imap", "imap"),
+    "imaps": _mail_factory("imaps", "imap"),
 }
 
 
@@ -87,6 +94,10 @@ class Appliance:
         #: Connections of the three SMTP services count together.
         self.smtp_limiter = ConnectionLimiter(
             config.smtp.max_connections, config.smtp.max_connections_per_ip
+        )
+        #: Connections of the two IMAP services count together.
+        self.imap_limiter = ConnectionLimiter(
+            config.imap.max_connections, config.imap.max_connections_per_ip
         )
         self.ports: dict[str, list[IListeningPort]] = {}
         self._gc = LoopingCall(self._collect_garbage)

@@ -7,7 +7,7 @@ from importlib import metadata
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, inspect, select, text
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailbox_appliance.errors import SchemaError
@@ -63,6 +63,38 @@ class _MigrationTests:
             )
             self.assertEqual(conn.execute(select(schema.outbound_queue)).all(), [])
 
+    def test_upgrade_from_0002_keeps_mail_and_adds_imap_state(self):
+        engine = self._engine()
+        with engine.begin() as conn:
+            command.upgrade(migrate.alembic_config(conn), "0002")
+            for statement in [
+                "INSERT INTO domains (id, name, created) VALUES (1, 'a.test', '2026-01-01')",
+                "INSERT INTO accounts (id, address, domain_id, password_hash, quota_bytes,"
+                " used_bytes, created, disabled)"
+                " VALUES (1, 'u@a.test', 1, 'h', 1000, 10, '2026-01-01', false)",
+                "INSERT INTO mailboxes (id, account_id, name, uidvalidity, uidnext,"
+                " highestmodseq, subscribed, created)"
+                " VALUES (1, 1, 'INBOX', 7, 2, 5, true, '2026-01-01')",
+                "INSERT INTO blobs (sha256, size, tier, refcount, created, last_access)"
+                " VALUES ('ab', 10, 'hot', 1, '2026-01-01', '2026-01-01')",
+                "INSERT INTO messages (id, blob_sha256, size, internal_date, refcount)"
+                " VALUES (1, 'ab', 10, '2026-01-01', 1)",
+                "INSERT INTO mailbox_entries (id, mailbox_id, uid, message_id, flags, keywords,"
+                " modseq) VALUES (1, 1, 1, 1, 1, '', 5)",
+            ]:
+                conn.execute(text(statement))
+        self.assertEqual(migrate.upgrade(self.url), ("0002", migrate.head_revision()))
+        m, e = schema.mailboxes, schema.mailbox_entries
+        with engine.connect() as conn:
+            box = conn.execute(select(m.c.name, m.c.uidnext, m.c.first_recent)).one()
+            self.assertEqual(tuple(box), ("INBOX", 2, 1))  # existing mail counts as recent
+            self.assertEqual(conn.execute(select(e.c.uid, e.c.modseq)).all(), [(1, 5)])
+            self.assertEqual(conn.execute(select(schema.mailbox_expunges)).all(), [])
+            indexes = {ix["name"] for ix in inspect(conn).get_indexes("mailbox_entries")}
+            self.assertIn("ix_mailbox_entries_mailbox_id_modseq", indexes)
+            indexes = {ix["name"] for ix in inspect(conn).get_indexes("mailbox_expunges")}
+            self.assertIn("ix_mailbox_expunges_mailbox_id_modseq", indexes)
+
     def test_stale_schema_is_refused_with_the_upgrade_command(self):
         migrate.upgrade(self.url)
         # Pretend this software is one revision ahead of the database.
@@ -110,4 +142,5 @@ class PackagingTests(SynchronousTestCase):
         self.assertIn("mailbox_appliance/migrations/script.py.mako", names)
         self.assertIn("mailbox_appliance/migrations/versions/0001_initial_schema.py", names)
         self.assertIn("mailbox_appliance/migrations/versions/0002_outbound_queue.py", names)
+        self.assertIn("mailbox_appliance/migrations/versions/0003_imap_mailbox_state.py", names)
         self.assertIn("twisted/plugins/mailbox_appliance_plugin.py", names)

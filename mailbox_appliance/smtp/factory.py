@@ -7,41 +7,21 @@
 
 from __future__ import annotations
 
-from twisted.internet.protocol import ServerFactory
-
+from mailbox_appliance.protocols import MailServiceFactory
 from mailbox_appliance.smtp.server import SMTPServer
 
 SMTP_SERVICES = ("smtp", "submission", "submissions")
 
 
-class SMTPFactory(ServerFactory):
-    def __init__(
-        self,
-        service: str,
-        *,
-        reactor,
-        hostname: str,
-        store,
-        portal,
-        throttle,
-        limiter,
-        settings,
-        tls_context,
-    ):
-        if service not in SMTP_SERVICES:
-            raise ValueError(f"not an SMTP service: {service}")
-        self.service = service
-        self.reactor = reactor
-        self.hostname = hostname
-        self.store = store
-        self.portal = portal
-        self.throttle = throttle
-        self.limiter = limiter
-        self.settings = settings
-        self.tls_context = tls_context
+class SMTPFactory(MailServiceFactory):
+    services = SMTP_SERVICES
+
+    def __init__(self, service: str, **shared):
+        super().__init__(service, **shared)
         self.submission = service != "smtp"
         self.implicit_tls = service == "submissions"
         self.offer_starttls = service != "submissions"
+        settings = self.settings
         self.max_size = (
             settings.submission_max_message_size if self.submission else settings.max_message_size
         )

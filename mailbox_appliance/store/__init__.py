@@ -7,16 +7,17 @@ store's own threads (see db.py and blobs.py) and results come back as plain data
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import text
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-from mailbox_appliance.store import accounts, mailboxes, queue
+from mailbox_appliance.store import accounts, entries, folders, mailboxes, queue
 from mailbox_appliance.store.blobs import DEFAULT_INLINE_MAX, BlobRef, BlobStore
 from mailbox_appliance.store.db import Database
 from mailbox_appliance.store.delivery import Delivered, Delivery, Outcome, deliver_many_txn
+from mailbox_appliance.store.notify import Notifier, Watch
 from mailbox_appliance.store.quota import FIXED, QuotaPolicy
 from mailbox_appliance.store.recipients import Resolution, resolve_many_txn
 
@@ -43,6 +44,9 @@ class Store:
         self.blobs = BlobStore(
             reactor, self.db, hot_blob_path, threads=blob_threads, inline_max=inline_max
         )
+        #: Tells watchers of a mailbox (IMAP IDLE, POP3) when a commit changed it.
+        self.notifier = Notifier(reactor)
+        self.notifier.attach(self.db.engine)
 
     @classmethod
     def from_config(cls, reactor, config) -> Store:
@@ -131,12 +135,16 @@ class Store:
         internal_date: datetime.datetime | None = None,
         message_id: str | None = None,
         flags: Sequence[str] = (),
+        structure: dict[str, Any] | None = None,
     ) -> Deferred[list[Delivered]]:
         """Durably file a stored blob into each ``(account_id, mailbox)``; fires after commit.
 
         Deliveries queued together share one batch of statements and one commit.
+        ``structure``: the parsed message to cache (see ``Delivery.structure``).
         """
-        item = Delivery(ref, tuple(recipients), internal_date, message_id, tuple(flags))
+        item = Delivery(
+            ref, tuple(recipients), internal_date, message_id, tuple(flags), structure=structure
+        )
         d = self.db.write_batched(deliver_many_txn, item)
         d.addCallback(lambda outcome: outcome.delivered)
         return d
@@ -155,6 +163,7 @@ class Store:
         account_id: int | None = None,
         skip_bytes: int = 0,
         message_id: str | None = None,
+        structure: dict[str, Any] | None = None,
     ) -> Deferred[Outcome]:
         """File a received message into each local account's INBOX (quota checked, grown by
         the store's policy) and queue it for each remote recipient, in one durable commit.
@@ -168,8 +177,147 @@ class Store:
             account_id=account_id,
             skip_bytes=skip_bytes,
             quota=self.quota_policy,
+            structure=structure,
         )
         return self.db.write_batched(deliver_many_txn, item)
+
+    # -- IMAP: mailboxes ---------------------------------------------------------------------
+    # Refusals fail with errors.MailboxError; its ``code`` is the IMAP response code.
+
+    def create_mailbox(
+        self, account_id: int, name: str, special_use: str | None = None
+    ) -> Deferred[dict[str, Any]]:
+        """CREATE, with missing parents; fires with the new mailbox row."""
+        return self._write(folders.create_txn, account_id, name, special_use)
+
+    def delete_mailbox(self, account_id: int, name: str) -> Deferred[None]:
+        return self._write(folders.delete_txn, account_id, name)
+
+    def rename_mailbox(self, account_id: int, old: str, new: str) -> Deferred[None]:
+        return self._write(folders.rename_txn, account_id, old, new)
+
+    def subscribe(self, account_id: int, name: str, subscribed: bool) -> Deferred[None]:
+        return self._write(folders.subscribe_txn, account_id, name, subscribed)
+
+    def mailbox_status(self, account_id: int, name: str) -> Deferred[dict[str, Any]]:
+        """dict(id, messages, recent, uidnext, uidvalidity, unseen, deleted, highestmodseq,
+        size)."""
+        return self._read(entries.status_txn, account_id, name)
+
+    def select_mailbox(
+        self, account_id: int, name: str, claim_recent: bool
+    ) -> Deferred[dict[str, Any]]:
+        """dict(id, name, uidvalidity, uidnext, highestmodseq, special_use, first_recent,
+        entries: [(uid, flag_bits, keywords, modseq)] in UID order).
+
+        ``claim_recent`` (SELECT, not EXAMINE) makes this a write that takes the recent
+        messages for the caller: UIDs >= the returned ``first_recent`` are its \\Recent.
+        """
+        if claim_recent:
+            return self._write(entries.select_txn, account_id, name, True)
+        return self._read(entries.select_txn, account_id, name, False)
+
+    def mailbox_changes(self, mailbox_id: int, since_modseq: int) -> Deferred[dict[str, Any]]:
+        """dict(highestmodseq, uidnext, exists, changed: [entry], expunged: [uid])."""
+        return self._read(entries.changes_txn, mailbox_id, since_modseq)
+
+    def claim_recent(self, mailbox_id: int, upto_uidnext: int) -> Deferred[int]:
+        """The old first_recent; UIDs from it below ``upto_uidnext`` are now the caller's."""
+        return self._write(entries.claim_recent_txn, mailbox_id, upto_uidnext)
+
+    def watch(self, mailbox_id: int, callback: Callable[[int], object]) -> Watch:
+        """Call ``callback(mailbox_id)`` on the reactor after each commit that changed the
+        mailbox's entries, flags or existence; ``.cancel()`` the returned handle."""
+        return self.notifier.watch(mailbox_id, callback)
+
+    def watch_account(
+        self, account_id: int, callback: Callable[[int, frozenset[int]], object]
+    ) -> Watch:
+        """Call ``callback(account_id, mailbox_ids)`` after each commit that changed any
+        mailbox of the account."""
+        return self.notifier.watch_account(account_id, callback)
+
+    # -- IMAP: entries ---------------------------------------------------------------------
+
+    def fetch_entries(
+        self, mailbox_id: int, uids: Collection[int], columns: Collection[str] = frozenset()
+    ) -> Deferred[list[dict[str, Any]]]:
+        """dicts of uid, flags, keywords, modseq, message_row, size, internal_date (UTC),
+        sha256, and "envelope" / "structure" when asked for in ``columns``; UID order."""
+        return self._read(entries.fetch_txn, mailbox_id, list(uids), frozenset(columns))
+
+    def store_flags(
+        self,
+        mailbox_id: int,
+        uids: Collection[int],
+        mode: str,
+        flags: Sequence[str],
+        unchanged_since: int | None = None,
+    ) -> Deferred[dict[str, list]]:
+        """dict(changed: [entry], failed: [uid]); ``mode`` is "+", "-" or "="."""
+        return self._write(
+            entries.store_flags_txn, mailbox_id, list(uids), mode, tuple(flags), unchanged_since
+        )
+
+    def copy_messages(
+        self,
+        account_id: int,
+        src_mailbox_id: int,
+        uids: Collection[int],
+        dest_name: str,
+        move: bool = False,
+    ) -> Deferred[dict[str, Any]]:
+        """dict(uidvalidity (of dest), pairs: [(src_uid, dest_uid)], expunged: [src uid])."""
+        return self._write(
+            entries.copy_txn,
+            account_id,
+            src_mailbox_id,
+            list(uids),
+            dest_name,
+            move,
+            self.quota_policy,
+        )
+
+    def expunge(self, mailbox_id: int, uids: Collection[int] | None = None) -> Deferred[list]:
+        """Remove the entries flagged \\Deleted (only among ``uids`` if given); fires with
+        their UIDs, ascending."""
+        return self._write(entries.expunge_txn, mailbox_id, None if uids is None else list(uids))
+
+    def append_message(
+        self,
+        account_id: int,
+        mailbox_name: str,
+        ref: BlobRef,
+        flags: Sequence[str] = (),
+        internal_date: datetime.datetime | None = None,
+        structure: dict[str, Any] | None = None,
+    ) -> Deferred[dict[str, int]]:
+        """APPEND a stored blob; dict(mailbox_id, uidvalidity, uid).  Quota is checked and
+        grown by the store's policy."""
+        if internal_date is not None:  # stored as UTC on every backend
+            if internal_date.tzinfo is None:
+                internal_date = internal_date.replace(tzinfo=datetime.UTC)
+            internal_date = internal_date.astimezone(datetime.UTC)
+        item = Delivery(
+            ref,
+            ((account_id, mailbox_name),),
+            internal_date,
+            flags=tuple(flags),
+            quota=self.quota_policy,
+            structure=structure,
+        )
+        return self._write(entries.append_txn, item)
+
+    def set_structure(self, message_row: int, structure: dict[str, Any]) -> Deferred[None]:
+        """Cache the parsed structure of a message stored without one."""
+        return self._write(entries.set_structure_txn, message_row, structure)
+
+    def quota(self, account_id: int) -> Deferred[dict[str, int]]:
+        """dict(used, quota, max): max is how far the policy grows quotas (0: they do not)."""
+        limit = self.quota_policy.max if self.quota_policy.grow_by > 0 else 0
+        d = self._read(entries.quota_txn, account_id)
+        d.addCallback(lambda r: {"used": r[0], "quota": r[1], "max": limit})
+        return d
 
     def add_bounces(
         self, ref: BlobRef, sender: str, failures: Sequence[tuple[str, str]]

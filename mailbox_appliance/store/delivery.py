@@ -17,11 +17,12 @@ from typing import Any, NamedTuple
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
-from mailbox_appliance.errors import StoreError
+from mailbox_appliance.errors import MailboxError
 from mailbox_appliance.store import schema
 from mailbox_appliance.store.blob_rows import BlobRef, reference_many_txn, utcnow
 from mailbox_appliance.store.journal import record_many_txn
-from mailbox_appliance.store.mailboxes import flag_bits
+from mailbox_appliance.store.mailboxes import flag_bits, split_structure
+from mailbox_appliance.store.notify import changed_txn
 from mailbox_appliance.store.quota import QuotaPolicy, admit
 
 
@@ -44,6 +45,9 @@ class Delivery(NamedTuple):
     skip_bytes: int = 0
     #: Check (and grow) the recipients' quotas; None files the message regardless.
     quota: QuotaPolicy | None = None
+    #: The parsed message (IMAP ENVELOPE under "envelope", BODYSTRUCTURE and the rest) to
+    #: cache in the message row; overrides ``envelope`` and ``mime_structure``.
+    structure: dict[str, Any] | None = None
 
 
 class Delivered(NamedTuple):
@@ -114,6 +118,19 @@ def deliver_many_txn(conn: Connection, items: Sequence[Delivery]) -> list[Outcom
     if not live:
         record_many_txn(conn, earlier)
         return results
+    accounts = sorted({account for _, item in live for account, _ in item.recipients})
+    boxes = {
+        (row.account_id, row.name): [row.id, row.uidnext]
+        for row in conn.execute(_MAILBOXES_OF, {"accounts": accounts})
+    }
+    for _, item in live:
+        for account_id, mailbox_name in item.recipients:
+            if (account_id, mailbox_name) not in boxes:
+                # RFC 3501 §6.3.11: APPEND to a missing mailbox answers [TRYCREATE].
+                raise MailboxError(
+                    MailboxError.TRYCREATE,
+                    f"account {account_id} has no mailbox {mailbox_name!r}",
+                )
     now = utcnow()
     message_ids = list(
         conn.execute(
@@ -124,26 +141,20 @@ def deliver_many_txn(conn: Connection, items: Sequence[Delivery]) -> list[Outcom
                     "size": item.ref.size,
                     "internal_date": item.internal_date or now,
                     "message_id": item.message_id,
-                    "envelope": item.envelope,
-                    "mime_structure": item.mime_structure,
+                    "envelope": envelope,
+                    "mime_structure": mime_structure,
                     "refcount": len(item.recipients),
                 }
                 for _, item in live
+                for envelope, mime_structure in [_cached_structure(item)]
             ],
         ).scalars()
     )
-    accounts = sorted({account for _, item in live for account, _ in item.recipients})
-    boxes = {
-        (row.account_id, row.name): [row.id, row.uidnext]
-        for row in conn.execute(_MAILBOXES_OF, {"accounts": accounts})
-    }
     entries, changes, used = [], [], defaultdict(int)
     for (i, item), message_id in zip(live, message_ids, strict=True):
         bits, keywords = flag_bits(item.flags)
         for account_id, mailbox_name in item.recipients:
-            box = boxes.get((account_id, mailbox_name))
-            if box is None:
-                raise StoreError(f"account {account_id} has no mailbox {mailbox_name!r}")
+            box = boxes[(account_id, mailbox_name)]
             mailbox_id, uid = box[0], box[1]
             box[1] += 1
             payload = {
@@ -180,7 +191,14 @@ def deliver_many_txn(conn: Connection, items: Sequence[Delivery]) -> list[Outcom
         ],
     )
     conn.execute(_ADD_USED, [{"d_account": a, "d_size": size} for a, size in used.items()])
+    changed_txn(conn, {(d.account_id, d.mailbox_id) for r in results for d in r.delivered})
     return results
+
+
+def _cached_structure(item: Delivery) -> tuple[Any, Any]:
+    if item.structure is not None:
+        return split_structure(item.structure)
+    return item.envelope, item.mime_structure
 
 
 def _apply_quotas_txn(

@@ -90,6 +90,9 @@ mailboxes = Table(
     #: RFC 6154 attribute (``\\Sent``, ``\\Trash``...) or null.
     Column("special_use", String(32), nullable=True),
     Column("created", DateTime(timezone=True), nullable=False),
+    #: UIDs from here on are \\Recent for the next session that claims them (RFC 3501
+    #: §2.3.2: a message is recent in exactly one session); see store.entries.claim_recent_txn.
+    Column("first_recent", BigInteger, nullable=False, default=1, server_default="1"),
     UniqueConstraint("account_id", "name"),
 )
 
@@ -137,6 +140,21 @@ mailbox_entries = Table(
     Column("keywords", Text, nullable=False, default=""),
     Column("modseq", BigInteger, nullable=False),
     UniqueConstraint("mailbox_id", "uid"),
+    #: CONDSTORE/QRESYNC (RFC 7162): "what changed since modseq N" in one mailbox.
+    Index("ix_mailbox_entries_mailbox_id_modseq", "mailbox_id", "modseq"),
+)
+
+#: Tombstones of expunged entries, so a client that knew a mailbox at some modseq learns which
+#: UIDs went since (RFC 7162 §3.2.5.2 VANISHED, and change notification).  Removed with their
+#: mailbox by store.folders, not by a cascade.
+mailbox_expunges = Table(
+    "mailbox_expunges",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("mailbox_id", Id, ForeignKey("mailboxes.id"), nullable=False),
+    Column("uid", BigInteger, nullable=False),
+    Column("modseq", BigInteger, nullable=False),
+    Index("ix_mailbox_expunges_mailbox_id_modseq", "mailbox_id", "modseq"),
 )
 
 #: The ordered change log (design rule 6), written in the transaction of every mutation.

@@ -1,0 +1,82 @@
+"""Writing IMAP responses with back-pressure, including message content streamed from blobs.
+
+The session's one registered push producer: the transport pauses it when its send buffer
+fills, and long answers (a FETCH of 10,000 messages, a 2 GiB ``BODY[]``) wait on
+:meth:`Output.drained` between pieces, so the server never builds an answer bigger than a
+batch in memory (design rule 3).  Large content is read from its file in chunks on a blob
+thread, one chunk ahead of the socket.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+#: Bytes read from a blob file per trip to a blob thread.
+STREAM_CHUNK = 256 * 1024
+
+
+class ConnectionGone(Exception):
+    """The client went away while an answer was being sent."""
+
+
+@implementer(IPushProducer)
+class Output:
+    def __init__(self, transport, blobs):
+        self.transport = transport
+        self.blobs = blobs
+        self.paused = False
+        self.gone = False
+        self._waiters: list[Deferred] = []
+        transport.registerProducer(self, True)
+
+    def write(self, data: bytes) -> None:
+        if not self.gone:
+            self.transport.write(data)
+
+    def drained(self) -> Deferred[None]:
+        """Fires once the transport wants more; fails with ConnectionGone if it never will."""
+        if self.gone:
+            return Deferred.fromFailure(ConnectionGone())
+        if not self.paused:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    async def stream(self, sha256: str, start: int, end: int) -> None:
+        """Send bytes [start, end) of a file-backed blob, a chunk at a time."""
+        offset = start
+        pending = self._read(sha256, offset, end)
+        while offset < end:
+            chunk = await pending
+            if not chunk:
+                raise OSError(f"blob {sha256} ended at {offset}, before {end}")
+            offset += len(chunk)
+            if offset < end:  # read the next chunk while this one goes out
+                pending = self._read(sha256, offset, end)
+            await self.drained()
+            self.write(chunk)
+
+    def _read(self, sha256: str, offset: int, end: int) -> Deferred[bytes]:
+        return self.blobs.read_file_chunk(sha256, offset, min(STREAM_CHUNK, end - offset))
+
+    # IPushProducer, driven by the transport
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            if not self.paused:
+                d.callback(None)
+            else:
+                self._waiters.append(d)
+
+    def stopProducing(self) -> None:
+        self.gone = True
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(ConnectionGone())
