@@ -21,6 +21,8 @@ from mailbox_appliance.store.recipients import LocalTarget, Resolution
 class _Writer:
     """Collects content as a BlobWriter would; records an abort."""
 
+    observer = None
+
     def __init__(self):
         self.data = b""
         self.aborted = False
@@ -40,7 +42,7 @@ class _Blobs:
     def __init__(self):
         self.writers: list[_Writer] = []
 
-    def open_writer(self):
+    def open_writer(self, observer=None):
         self.writers.append(_Writer())
         return self.writers[-1]
 

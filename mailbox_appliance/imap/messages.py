@@ -54,13 +54,11 @@ class AppendSink:
     def __init__(self, session, size: int):
         self.session = session
         self.size = size
-        self.writer = session.store.blobs.open_writer()
+        self.writer = session.store.blobs.open_writer(observer=MimeScanner())
         self.writer.registerProducer(_DiskHold(session), True)
-        self.scanner = MimeScanner()
         self._finished = False
 
     def write(self, data: bytes) -> None:
-        self.scanner.feed(data)
         self.writer.write(data)
 
     def finish(self) -> Deferred:
@@ -69,7 +67,7 @@ class AppendSink:
         self.writer.unregisterProducer()
         self.session.release("disk")
         d = self.writer.finish()
-        d.addCallback(lambda ref: (ref, self.scanner.close()))
+        d.addCallback(lambda ref: (ref, self.writer.observer.close()))
         return d
 
     def abort(self) -> None:

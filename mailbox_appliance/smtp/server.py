@@ -31,6 +31,7 @@ from mailbox_appliance import sasl
 from mailbox_appliance.addresses import normalize_address, split_address
 from mailbox_appliance.errors import InvalidAddress
 from mailbox_appliance.interfaces import IAccount
+from mailbox_appliance.mime.scanner import MimeScanner
 from mailbox_appliance.netutil import no_delay
 from mailbox_appliance.smtp import received
 from mailbox_appliance.smtp.framing import DotDecoder
@@ -476,7 +477,8 @@ class SMTPServer(LineReceiver, TimeoutMixin):
 
     def _start_content(self, mode: str) -> None:
         tx = self.tx
-        writer = self.factory.store.blobs.open_writer()
+        # The MIME structure (for IMAP) is scanned once, as the message is stored.
+        writer = self.factory.store.blobs.open_writer(observer=MimeScanner())
         writer.registerProducer(_Hold(self, "disk"), True)
         only = tx.recipients[0].address if len(tx.recipients) == 1 else None
         trace = received.received(

@@ -108,6 +108,7 @@ class MailTransaction:
         """
         if self.too_big:
             return Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"), None
+        scanner = self.writer.observer
         ref = yield self.writer.finish()
         self.writer = None
         owners: dict[int, str] = {}  # account -> the address the client gave for it
@@ -127,6 +128,7 @@ class MailTransaction:
             account_id=account_id,
             skip_bytes=self.skip_bytes,
             message_id=self.message_id(),
+            structure=scanner.close() if scanner is not None else None,
         )
         for account, old, new in outcome.grown:
             log.info(

@@ -196,8 +196,8 @@ class BlobStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def open_writer(self) -> BlobWriter:
-        return BlobWriter(self)
+    def open_writer(self, observer=None) -> BlobWriter:
+        return BlobWriter(self, observer)
 
     def put(self, data: bytes) -> Deferred[BlobRef]:
         """Store ``data`` (small content; large content goes through ``open_writer``)."""

@@ -43,11 +43,14 @@ class BlobWriter:
 
     Call ``write`` as data arrives, then ``finish()`` (fires with a :class:`BlobRef` once the
     content is durable and registered) or ``abort()`` (discards it).  A registered streaming
-    producer is paused while more than ``HIGH_WATER`` bytes wait for the disk.
+    producer is paused while more than ``HIGH_WATER`` bytes wait for the disk.  An
+    ``observer`` (``feed(bytes)``; the MIME scanner) sees the content in order, on the blob
+    thread beside the hashing, or at ``finish()`` for content that stays inline.
     """
 
-    def __init__(self, store: BlobStore):
+    def __init__(self, store: BlobStore, observer=None):
         self._store = store
+        self.observer = observer
         self._buffer = bytearray()
         self._hash = hashlib.sha256()
         self._size = 0
@@ -113,6 +116,8 @@ class BlobWriter:
             self._file = os.fdopen(fd, "wb", buffering=0)
             self._path = path  # not self._file.name: a file made by fdopen is named by its fd
         self._hash.update(chunk)
+        if self.observer is not None:
+            self.observer.feed(chunk)
         view = memoryview(chunk)
         while view:  # an unbuffered write may write less than it was given
             view = view[self._file.write(view) :]
@@ -139,6 +144,8 @@ class BlobWriter:
         inline = inline_ref(last, self._store.inline_max) if self._size == 0 else None
         if inline is not None and self._error is None:
             self._size = inline.size
+            if self.observer is not None:
+                self.observer.feed(last)
             return succeed(inline)
         self._size += len(last)
         d = self._tail
