@@ -45,6 +45,8 @@ _EPOCH = select(cast(schema.store_meta.c.value, BigInteger)).where(
     schema.store_meta.c.key == EPOCH_KEY
 )
 _INSERT_MANY = schema.journal.insert().returning(schema.journal.c.seq, sort_by_parameter_order=True)
+_INSERT_PLAIN = schema.journal.insert()
+_LAST_SEQ = select(func.max(schema.journal.c.seq))
 
 
 def record_many_txn(conn: Connection, changes: list[tuple[str, dict[str, Any]]]) -> list[int]:
@@ -54,6 +56,15 @@ def record_many_txn(conn: Connection, changes: list[tuple[str, dict[str, Any]]])
     epoch = conn.execute(_EPOCH).scalar() or 1
     now = datetime.datetime.now(datetime.UTC)
     rows = [{"epoch": epoch, "kind": k, "payload": p, "created": now} for k, p in changes]
+    if conn.dialect.name == "sqlite" and len(rows) > 1:
+        # SQLAlchemy can only keep RETURNING in parameter order on SQLite by inserting one
+        # row at a time.  The store has one writer, and SQLite gives a rowid table's new
+        # rows max(rowid) + 1, so one executemany yields the next len(rows) numbers in order.
+        last = conn.execute(_LAST_SEQ).scalar() or 0
+        conn.execute(_INSERT_PLAIN, rows)
+        if conn.execute(_LAST_SEQ).scalar() != last + len(rows):
+            raise RuntimeError("journal sequence numbers were not allocated in order")
+        return list(range(last + 1, last + len(rows) + 1))
     return list(conn.execute(_INSERT_MANY, rows).scalars())
 
 
