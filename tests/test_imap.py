@@ -460,6 +460,22 @@ class MessageTests(IMAPTestCase):
 
         return self.in_thread(run)
 
+    def test_message_numbers_past_the_end_are_bad_and_uids_past_it_are_ignored(self):
+        def run():
+            c = self.client()
+            self.append(c)
+            c.select("INBOX")
+            with self.assertRaises(imaplib.IMAP4.error) as e:
+                c.fetch("2", "(FLAGS)")
+            self.assertIn("No such message", str(e.exception))
+            typ, data = c.uid("FETCH", "5:9", "(FLAGS)")
+            self.assertEqual((typ, data), ("OK", [None]))
+            c.select("Drafts")
+            with self.assertRaises(imaplib.IMAP4.error):
+                c.fetch("*", "(FLAGS)")  # "*" in an empty mailbox
+
+        return self.in_thread(run)
+
     def test_uid_expunge_only_removes_the_given_uids(self):
         def run():
             c = self.client()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
+from mailbox_appliance.imap.replies import IMAPError
 from mailbox_appliance.store.mailboxes import SYSTEM_FLAGS
 
 _RECENT = "\\Recent"
@@ -74,9 +75,15 @@ class SelectedMailbox:
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
     def uids_for(self, sequence_set, *, uid: bool) -> list[int]:
-        """The UIDs a sequence set names (RFC 3501 §6.4.8 for the UID form), ascending."""
+        """The UIDs a sequence set names (RFC 3501 §6.4.8 for the UID form), ascending.
+
+        Message numbers past the last message are a client error (RFC 3501 §9, seq-number);
+        UIDs past the last are just not there.
+        """
         if uid:
             return sequence_set.select(self.uids, self.max_uid)
+        if sequence_set.beyond(len(self.uids)):
+            raise IMAPError("BAD", f"No such message (the mailbox has {len(self.uids)})")
         seqs = sequence_set.select(range(1, len(self.uids) + 1), len(self.uids))
         return [self.uids[n - 1] for n in seqs]
 
