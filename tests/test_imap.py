@@ -8,8 +8,6 @@ from __future__ import annotations
 import imaplib
 import re
 import smtplib
-import socket
-import ssl
 import threading
 import time
 
@@ -18,6 +16,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.support.appliance import PASSWORD, add_account, insecure_tls, port_of, started_appliance
+from tests.support.imap_clients import RawIMAP
 
 ALICE = "alice@example.test"
 MESSAGE = (
@@ -95,44 +94,6 @@ def _close(c) -> None:
         c.logout()
     except Exception:
         pass
-
-
-class RawIMAP:
-    """A line-level client for what imaplib hides: untagged data, literals, timing."""
-
-    def __init__(self, port: int, tls: ssl.SSLContext | None = None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        if tls is not None:
-            self.sock = tls.wrap_socket(self.sock)
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.file.readline()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        return self.file.readline()
-
-    def until_tagged(self, tag: bytes) -> list[bytes]:
-        lines = []
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise EOFError(b"".join(lines))
-            lines.append(line)
-            m = re.search(rb"\{(\d+)\}\r\n$", line)
-            if m:
-                lines.append(self.file.read(int(m.group(1))))
-                continue
-            if line.startswith(tag + b" "):
-                return lines
-
-    def command(self, tag: bytes, text: bytes) -> list[bytes]:
-        self.send(tag + b" " + text + b"\r\n")
-        return self.until_tagged(tag)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class SessionTests(IMAPTestCase):

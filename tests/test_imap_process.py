@@ -19,6 +19,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.support.config import config_data
+from tests.support.imap_clients import RawIMAP
 from tests.support.processes import Twistd, child_env, free_port, write_config
 
 MiB = 1024**2
@@ -68,8 +69,6 @@ class ChildIMAPTests(TestCase):
         return twistd
 
     def connect(self):
-        from tests.test_imap import RawIMAP
-
         client = RawIMAP(self.port)
         client.sock.settimeout(300)
         lines = client.command(b"a", b'LOGIN alice@example.test "pw"')
