@@ -436,7 +436,14 @@ class _ImapStoreTests:
         nothing = yield self.store.mailbox_changes(self.inbox, start)
         self.assertEqual(
             nothing,
-            {"highestmodseq": start, "uidnext": 4, "exists": True, "changed": [], "expunged": []},
+            {
+                "highestmodseq": start,
+                "uidnext": 4,
+                "exists": True,
+                "changed": [],
+                "sizes": [],
+                "expunged": [],
+            },
         )
         flagged = yield self.store.store_flags(self.inbox, [2], "+", ["\\Flagged"])
         (entry,) = flagged["changed"]

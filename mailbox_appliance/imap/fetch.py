@@ -28,9 +28,13 @@ MAX_HEADER_READ = 1024 * 1024
 
 _SEEN = SYSTEM_FLAGS["\\Seen"]
 _STRUCTURE_ITEMS = frozenset({"BODY", "BODYSTRUCTURE", "RFC822.HEADER", "RFC822.TEXT"})
+#: Items the session's view answers by itself, without reading the store.
+_VIEW_ITEMS = frozenset({"UID", "FLAGS", "RFC822.SIZE", "MODSEQ"})
 
 
 def _needs_structure(item) -> bool:
+    if item.name == "BODY" and item.section is not None:
+        return bool(item.section.part or item.section.text)  # BODY[] is the whole message
     return item.name in _STRUCTURE_ITEMS
 
 
@@ -61,6 +65,11 @@ async def fetch(session, command):
         raise IMAPError("BAD", "BINARY is not supported here")
     if args.changed_since is not None or any(i.name == "MODSEQ" for i in items):
         session.condstore = True  # RFC 7162 §3.1: a CONDSTORE-enabling command
+    if box.dirty:  # answer from the latest state; EXPUNGE must wait (RFC 3501 §7.4.1)
+        await session.refresh(allow_expunge=command.uid)
+    if all(i.name in _VIEW_ITEMS for i in items):
+        await _answer_from_view(session, box, uids, items, args.changed_since)
+        return "FETCH completed"
     marks_seen = not box.read_only and any(_sets_seen(i) for i in items)
     columns = set()
     if any(i.name == "ENVELOPE" for i in items):
@@ -93,6 +102,43 @@ async def fetch(session, command):
         # RFC 5530: some of the messages were expunged by another session meanwhile.
         raise IMAPError("NO", "Some of the requested messages no longer exist", "EXPUNGEISSUED")
     return "FETCH completed"
+
+
+async def _answer_from_view(session, box, uids, items, changed_since) -> None:
+    """FLAGS, UID, RFC822.SIZE and MODSEQ of many messages: from memory, a line each.
+
+    Messages expunged by others but not yet reported are answered from what the view knows,
+    as RFC 2180 §4.1.2 allows.
+    """
+    names = [item.name for item in items]
+    flag_text: dict[tuple, str] = {}
+    seq_of = {uid: n for n, uid in enumerate(box.uids, 1)} if len(uids) > 64 else None
+    lines = []
+    for uid in uids:
+        modseq = box.modseqs[uid]
+        if changed_since is not None and modseq <= changed_since:
+            continue
+        parts = []
+        for name in names:
+            if name == "UID":
+                parts.append(f"UID {uid}")
+            elif name == "FLAGS":
+                key = (box.flags[uid], uid in box.recent)
+                text = flag_text.get(key)
+                if text is None:
+                    text = flag_text[key] = flag_list(box.flag_list(uid)).decode("utf-8")
+                parts.append("FLAGS " + text)
+            elif name == "RFC822.SIZE":
+                parts.append(f"RFC822.SIZE {box.sizes[uid]}")
+            else:
+                parts.append(f"MODSEQ ({modseq})")
+        seq = seq_of[uid] if seq_of is not None else box.seq_of(uid)
+        lines.append(f"* {seq} FETCH ({' '.join(parts)})\r\n")
+        if len(lines) >= META_BATCH:
+            session.write("".join(lines).encode("utf-8"))
+            lines = []
+            await session.out.drained()
+    session.write("".join(lines).encode("utf-8"))
 
 
 async def _answer(session, box, rows, items, changed_since, newly_seen) -> None:
@@ -200,7 +246,8 @@ def _label(item) -> str:
 def _range_of(item, row):
     """(start, end, header fields, exclude) of an item's content; start None: no such part."""
     size = row["size"]
-    if item.name == "RFC822":
+    whole = item.name == "BODY" and not (item.section.part or item.section.text)
+    if item.name == "RFC822" or whole:
         return 0, size, (), False
     structure = row["structure"]
     if item.name == "RFC822.HEADER":
@@ -209,8 +256,6 @@ def _range_of(item, row):
         where = locate(structure, "TEXT")
     else:
         section = item.section
-        if not section.part and not section.text:
-            return 0, size, (), False
         spec = ".".join([*map(str, section.part), *([section.text] if section.text else [])])
         where = locate(structure, spec)
         if where is not None and section.fields:

@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from mailbox_appliance.imap import fetch as fetching
 from mailbox_appliance.imap.replies import IMAPError
-from mailbox_appliance.imap.search import BadCharset, matches, needs, uses_modseq
+from mailbox_appliance.imap.search import BadCharset, matches, needs, uses_flags, uses_modseq
 from mailbox_appliance.imap.sequence import format_set
 from mailbox_appliance.imap.wire import flag_list
 from mailbox_appliance.mime.scanner import MimeScanner
@@ -26,6 +26,7 @@ SEARCH_BATCH = 1000
 #: Messages up to this size are searched from one read; larger ones part by part.
 SEARCH_IN_ONE_READ = 1024 * 1024
 _STORE_MODES = {"add": "+", "remove": "-", "replace": "="}
+_RECENT = frozenset({"\\Recent"})
 
 
 # -- APPEND -------------------------------------------------------------------------------
@@ -224,6 +225,7 @@ class _Message:
         "max_uid",
         "structure",
         "content",
+        "_plain_header",
     )
 
     def header_values(self, name: str) -> list[str]:
@@ -231,6 +233,16 @@ class _Message:
 
     def has_header(self, name: str) -> bool:
         return bool(self.header_values(name))
+
+    def might_contain(self, needle: str) -> bool:
+        """False when the raw header block, unfolded, cannot hold ``needle``: no encoded
+        words to decode (RFC 2047) and an ASCII needle that is not in it."""
+        plain = getattr(self, "_plain_header", None)
+        if plain is None:
+            hdr = self.structure.get("hdr", "")
+            plain = "" if "=?" in hdr else hdr.replace("\r\n", "").replace("\n", "").casefold()
+            self._plain_header = plain
+        return not plain or not needle.isascii() or needle in plain
 
     def sent_date(self) -> datetime.date | None:
         sent = self.structure.get("sent")
@@ -263,6 +275,7 @@ async def search(session, command):
     if with_modseq:
         session.condstore = True
     columns = frozenset({"structure"}) if wanted else frozenset()
+    with_flags = uses_flags(key)
     uids = [u for u in box.uids if u not in box.gone]
     hits: list[int] = []
     highest = 0
@@ -276,7 +289,7 @@ async def search(session, command):
             m = _Message()
             m.uid = row["uid"]
             m.seq = box.seq_of(m.uid)
-            m.flags = frozenset(box.flag_list(m.uid)) - {"\\Recent"}
+            m.flags = frozenset(box.flag_list(m.uid)) - _RECENT if with_flags else frozenset()
             m.recent = m.uid in box.recent
             m.internal_date = row["internal_date"]
             m.size = row["size"]

@@ -70,6 +70,9 @@ class SearchMessage(Protocol):
 
     def text_contains(self, needle: str) -> bool: ...
 
+    # Optional: ``might_contain(needle)`` may answer False when the message's header block
+    # certainly does not contain the (casefolded) needle, sparing a parse of its fields.
+
 
 # --- the AST --------------------------------------------------------------------------------
 
@@ -329,6 +332,9 @@ def _has_flag(key: HasFlag, msg: SearchMessage) -> bool:
 def _header(key: Header, msg: SearchMessage) -> bool:
     if not key.folded:
         return msg.has_header(key.name)
+    might_contain = getattr(msg, "might_contain", None)
+    if might_contain is not None and not might_contain(key.folded):
+        return False  # a cheap look at the raw header block rules it out
     return any(key.folded in v.casefold() for v in msg.header_values(key.name))
 
 
@@ -394,6 +400,17 @@ def needs(key: Key) -> set[str]:
             found.add("sent")
         stack.extend(_children(k))
     return found
+
+
+def uses_flags(key: Key) -> bool:
+    """Whether a flag or keyword key is anywhere in ``key`` (so flags must be looked up)."""
+    stack = [key]
+    while stack:
+        k = stack.pop()
+        if isinstance(k, HasFlag):
+            return True
+        stack.extend(_children(k))
+    return False
 
 
 def uses_modseq(key: Key) -> bool:

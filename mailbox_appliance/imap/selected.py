@@ -47,10 +47,13 @@ class SelectedMailbox:
         self.uids: list[int] = []
         self.flags: dict[int, tuple[int, str]] = {}
         self.modseqs: dict[int, int] = {}
-        for uid, bits, keywords, modseq in info["entries"]:
+        #: Message sizes: FETCH of FLAGS, UID, RFC822.SIZE and MODSEQ needs no store read.
+        self.sizes: dict[int, int] = {}
+        for (uid, bits, keywords, modseq), size in zip(info["entries"], info["sizes"], strict=True):
             self.uids.append(uid)
             self.flags[uid] = (bits, keywords)
             self.modseqs[uid] = modseq
+            self.sizes[uid] = size
         # SELECT claimed these from the store (RFC 3501 §2.3.2); EXAMINE only looks at them.
         first_recent = info["first_recent"]
         self.recent = {uid for uid in self.uids if uid >= first_recent}
@@ -122,7 +125,8 @@ class SelectedMailbox:
             if uid in self.flags:
                 self.gone.add(uid)
         new: list[int] = []
-        for uid, bits, keywords, modseq in changes["changed"]:
+        for entry, size in zip(changes["changed"], changes["sizes"], strict=True):
+            uid, bits, keywords, modseq = entry
             if uid in self.flags:
                 if uid in self.gone:
                     continue
@@ -134,6 +138,7 @@ class SelectedMailbox:
                 new.append(uid)
                 self.flags[uid] = (bits, keywords)
                 self.modseqs[uid] = modseq
+                self.sizes[uid] = size
         if allow_expunge and self.gone:
             updates.expunged = self._drop(self.gone)
             self.gone = set()
@@ -161,5 +166,6 @@ class SelectedMailbox:
         for uid in ordered:
             self.flags.pop(uid, None)
             self.modseqs.pop(uid, None)
+            self.sizes.pop(uid, None)
             self.recent.discard(uid)
         return numbers

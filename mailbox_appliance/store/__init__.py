@@ -208,17 +208,29 @@ class Store:
         self, account_id: int, name: str, claim_recent: bool
     ) -> Deferred[dict[str, Any]]:
         """dict(id, name, uidvalidity, uidnext, highestmodseq, special_use, first_recent,
-        entries: [(uid, flag_bits, keywords, modseq)] in UID order).
+        entries: [(uid, flag_bits, keywords, modseq)] in UID order, sizes: [message size]
+        in the same order).
 
-        ``claim_recent`` (SELECT, not EXAMINE) makes this a write that takes the recent
-        messages for the caller: UIDs >= the returned ``first_recent`` are its \\Recent.
+        ``claim_recent`` (SELECT, not EXAMINE) also takes the recent messages for the
+        caller: UIDs >= the returned ``first_recent`` are its \\Recent.  The entries are read
+        on a reader thread; only when there is something to claim does a (small) write
+        follow, so a SELECT neither waits for the writer nor holds it up.
         """
-        if claim_recent:
-            return self._write(entries.select_txn, account_id, name, True)
-        return self._read(entries.select_txn, account_id, name, False)
+        d = self._read(entries.select_txn, account_id, name)
+        if not claim_recent:
+            return d
+
+        def _claim(info: dict[str, Any]):
+            if info["uidnext"] <= info["first_recent"]:
+                return info
+            claimed = self.claim_recent(info["id"], info["uidnext"])
+            return claimed.addCallback(lambda first: {**info, "first_recent": first})
+
+        return d.addCallback(_claim)
 
     def mailbox_changes(self, mailbox_id: int, since_modseq: int) -> Deferred[dict[str, Any]]:
-        """dict(highestmodseq, uidnext, exists, changed: [entry], expunged: [uid])."""
+        """dict(highestmodseq, uidnext, exists, changed: [entry], sizes: [size of each
+        changed entry's message], expunged: [uid])."""
         return self._read(entries.changes_txn, mailbox_id, since_modseq)
 
     def claim_recent(self, mailbox_id: int, upto_uidnext: int) -> Deferred[int]:

@@ -53,6 +53,9 @@ _m, _e, _msg, _x, _a = (
     schema.accounts,
 )
 _ENTRY = (_e.c.uid, _e.c.flags, _e.c.keywords, _e.c.modseq)
+#: Entries with their message's size: a session answers FLAGS/RFC822.SIZE listings from them.
+_ENTRY_SIZED = (*_ENTRY, _msg.c.size)
+_WITH_MESSAGE = _e.join(_msg, _msg.c.id == _e.c.message_id)
 SEEN, DELETED = SYSTEM_FLAGS["\\Seen"], SYSTEM_FLAGS["\\Deleted"]
 #: Up to this many UIDs go to the database as a list; more read their UID range instead.
 IN_LIST_MAX = 100
@@ -75,6 +78,12 @@ def _snapshot(conn: Connection) -> None:
 
 def _entries(rows: Iterable[Row]) -> list[Entry]:
     return [(row[0], row[1], row[2], row[3]) for row in rows]
+
+
+def _sized_entries(rows: Iterable[Row]) -> tuple[list[Entry], list[int]]:
+    """Entries, and their message sizes in the same order."""
+    rows = list(rows)
+    return _entries(rows), [row[4] for row in rows]
 
 
 def _uid_rows(conn: Connection, query: Select, uids: Collection[int]) -> list[Row]:
@@ -124,23 +133,24 @@ def status_txn(conn: Connection, account_id: int, name: str) -> dict[str, Any]:
     }
 
 
-def select_txn(conn: Connection, account_id: int, name: str, claim_recent: bool) -> dict:
-    """The mailbox and all its entries, for SELECT (``claim_recent``) or EXAMINE.
+def select_txn(conn: Connection, account_id: int, name: str) -> dict:
+    """The mailbox and all its entries (with their sizes), for SELECT or EXAMINE.
 
-    SELECT takes the \\Recent messages for its session (RFC 3501 §2.3.2): the answer's
-    ``first_recent`` is the old value, and the mailbox's becomes ``uidnext``, so the next
-    session sees none of them as recent.
+    SELECT then takes the \\Recent messages for its session with ``claim_recent_txn``
+    (RFC 3501 §2.3.2).
     """
-    if not claim_recent:
-        _snapshot(conn)
+    _snapshot(conn)
     box = mailbox_txn(conn, account_id, name)
     if box is None:
         raise _nonexistent(name)
-    entries = _entries(
-        conn.execute(select(*_ENTRY).where(_e.c.mailbox_id == box.id).order_by(_e.c.uid))
+    entries, sizes = _sized_entries(
+        conn.execute(
+            select(*_ENTRY_SIZED)
+            .select_from(_WITH_MESSAGE)
+            .where(_e.c.mailbox_id == box.id)
+            .order_by(_e.c.uid)
+        )
     )
-    if claim_recent and box.uidnext > box.first_recent:
-        _set_first_recent_txn(conn, box.id, box.uidnext)
     return {
         "id": box.id,
         "name": box.name,
@@ -150,6 +160,7 @@ def select_txn(conn: Connection, account_id: int, name: str, claim_recent: bool)
         "special_use": box.special_use,
         "first_recent": box.first_recent,
         "entries": entries,
+        "sizes": sizes,
     }
 
 
@@ -177,11 +188,21 @@ def changes_txn(conn: Connection, mailbox_id: int, since_modseq: int) -> dict[st
         select(_m.c.highestmodseq, _m.c.uidnext).where(_m.c.id == mailbox_id)
     ).first()
     if box is None:
-        return {"highestmodseq": 0, "uidnext": 0, "exists": False, "changed": [], "expunged": []}
-    changed = conn.execute(
-        select(*_ENTRY)
-        .where(_e.c.mailbox_id == mailbox_id, _e.c.modseq > since_modseq)
-        .order_by(_e.c.uid)
+        return {
+            "highestmodseq": 0,
+            "uidnext": 0,
+            "exists": False,
+            "changed": [],
+            "sizes": [],
+            "expunged": [],
+        }
+    changed, sizes = _sized_entries(
+        conn.execute(
+            select(*_ENTRY_SIZED)
+            .select_from(_WITH_MESSAGE)
+            .where(_e.c.mailbox_id == mailbox_id, _e.c.modseq > since_modseq)
+            .order_by(_e.c.uid)
+        )
     )
     expunged = conn.execute(
         select(_x.c.uid)
@@ -192,7 +213,8 @@ def changes_txn(conn: Connection, mailbox_id: int, since_modseq: int) -> dict[st
         "highestmodseq": box.highestmodseq,
         "uidnext": box.uidnext,
         "exists": True,
-        "changed": _entries(changed),
+        "changed": changed,
+        "sizes": sizes,
         "expunged": list(expunged),
     }
 
