@@ -16,6 +16,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.support.appliance import PASSWORD, add_account, insecure_tls, port_of, started_appliance
+from tests.support.databases import postgres_url
 from tests.support.imap_clients import RawIMAP
 
 ALICE = "alice@example.test"
@@ -55,9 +56,15 @@ class IMAPTestCase(TestCase):
     services = ("smtp", "imap", "imaps")
     overrides: dict = {}
 
+    def configuration(self) -> dict:
+        """Config overrides for this test's appliance."""
+        return self.overrides
+
     @inlineCallbacks
     def setUp(self):
-        self.appliance = yield started_appliance(self, services=self.services, **self.overrides)
+        self.appliance = yield started_appliance(
+            self, services=self.services, **self.configuration()
+        )
         self.store = self.appliance.store
         self.alice = yield add_account(self.appliance, ALICE)
         self.imap_port = port_of(self.appliance, "imap")
@@ -229,7 +236,9 @@ class MailboxTests(IMAPTestCase):
             self.assertEqual(names, {"Work/2026", "Work/2026/Q4"})
             typ, data = c.delete("Work")
             self.assertEqual(typ, "NO")  # has children
+            c.select("Work/2026/Q4")
             self.assertEqual(c.delete("Work/2026/Q4")[0], "OK")
+            self.assertEqual(c.noop()[0], "OK")  # deleting the selected mailbox unselects it
             typ, data = c.select("Nope")
             self.assertEqual(typ, "NO")
             self.assertIn(b"NONEXISTENT", data[0])
@@ -572,3 +581,15 @@ def _list_name(line: bytes) -> str:
     m = re.match(rb'\(.*?\) "/" (.*)$', line)
     name = m.group(1)
     return name[1:-1].decode() if name.startswith(b'"') else name.decode()
+
+
+class PostgreSQLMessageTests(MessageTests):
+    """The message tests again with the metadata in PostgreSQL (skipped without a server)."""
+
+    def configuration(self) -> dict:
+        return {**self.overrides, "database": postgres_url(self)}
+
+
+class PostgreSQLConcurrencyTests(ConcurrencyTests):
+    def configuration(self) -> dict:
+        return {**self.overrides, "database": postgres_url(self)}

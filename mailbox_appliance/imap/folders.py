@@ -66,6 +66,9 @@ async def create(session, command):
 
 async def delete(session, command):
     await session.store.delete_mailbox(session.account.account_id, command.args.mailbox)
+    box = session.selected
+    if box is not None and box.name == command.args.mailbox:
+        session.select(None)  # deleting one's own selected mailbox leaves it unselected
     return "DELETE completed"
 
 
