@@ -119,21 +119,22 @@ class CommandReader:
             return self._take_literal()
         i = self.buffer.find(b"\n")
         if i < 0:
-            if len(self.buffer) > self.max_line:
+            # +1: a line of max_line octets may be here with its CR, its LF still to come.
+            if len(self.buffer) > self.max_line + 1:
                 # Too long: keep only what is needed to find the tag, skip to the line's end.
                 if self._skipping is None:
                     first = self._pieces[0] if self._pieces else bytes(self.buffer[:64])
                     self._skipping = (tag_of(first), "Command line too long", None)
                 self._discard_line = True
-                del self.buffer[:]
+                # Keep the tail: the line may end in a {N+} whose octets must be skipped too.
+                del self.buffer[:-_LITERAL_TAIL]
             return False
         line = bytes(self.buffer[:i])
         del self.buffer[: i + 1]
         if line.endswith(b"\r"):
             line = line[:-1]
-        if self._discard_line:  # the rest of a line we skip
+        if self._discard_line:  # the rest of a line we skip; only a literal at its end counts
             self._discard_line = False
-            line = b""
         elif len(line) > self.max_line and self._skipping is None:
             first = self._pieces[0] if self._pieces else line[:64]
             self._skipping = (tag_of(first), "Command line too long", None)
@@ -239,6 +240,8 @@ class CommandReader:
         return bool(before[: before.rfind(b"{")].strip())
 
 
+#: Enough of a skipped line's end to hold "{" 19 digits "+}" and a CR.
+_LITERAL_TAIL = 32
 _ANY_LITERAL = re.compile(rb"\{(\d{1,19})(\+?)\}$")
 
 

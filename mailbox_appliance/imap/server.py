@@ -68,6 +68,7 @@ class IMAPServer(Protocol, TimeoutMixin):
         self._slot = False
         self._closed = False
         self._refreshing = False
+        self._refresh_waiters: list[Deferred] = []
 
     # -- connection ---------------------------------------------------------------------
 
@@ -105,9 +106,12 @@ class IMAPServer(Protocol, TimeoutMixin):
     @property
     def loopback(self) -> bool:
         try:
-            return ipaddress.ip_address(self.peer_ip).is_loopback
+            address = ipaddress.ip_address(self.peer_ip)
         except ValueError:
             return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack listener's IPv4 client
+        return address.is_loopback
 
     @property
     def login_allowed(self) -> bool:
@@ -164,7 +168,8 @@ class IMAPServer(Protocol, TimeoutMixin):
     # -- input ----------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes):
-        self.resetTimeout()
+        if self.state != NOT_AUTHENTICATED:  # the login timeout runs from the connection
+            self.resetTimeout()
         self.reader.buffer += data
         self._pump()
 
@@ -310,6 +315,9 @@ class IMAPServer(Protocol, TimeoutMixin):
                 self.report(updates)
         finally:
             self._refreshing = False
+            waiters, self._refresh_waiters = self._refresh_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
 
     def report(self, updates) -> None:
         box = self.selected
@@ -447,6 +455,12 @@ class IMAPServer(Protocol, TimeoutMixin):
         if self.selected is not None:
             await self.refresh(allow_expunge=True)
         line = await done
+        if self._refreshing:
+            # An update begun during IDLE may send EXPUNGE: it ends before IDLE does, not
+            # during the next command (RFC 3501 §7.4.1).
+            finished: Deferred[None] = Deferred()
+            self._refresh_waiters.append(finished)
+            await finished
         if line.strip().upper() != b"DONE":
             raise IMAPError("BAD", "Expected DONE")
         return "IDLE terminated"
