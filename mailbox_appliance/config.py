@@ -207,6 +207,18 @@ class IMAPConfig:
 
 
 @dataclass(frozen=True)
+class POP3Config:
+    """Limits of the POP3 services (pop3, pop3s)."""
+
+    #: Seconds a session may be idle (RFC 1939 §3: at least 10 minutes).
+    timeout: int = 600
+    #: Simultaneous POP3 connections in total; more get ``-ERR [SYS/TEMP]`` and are closed.
+    max_connections: int = 1000
+    #: Simultaneous POP3 connections from one client IP address.
+    max_connections_per_ip: int = 50
+
+
+@dataclass(frozen=True)
 class QuotaConfig:
     """Mailbox quotas, and how they grow by themselves as mail arrives."""
 
@@ -237,6 +249,7 @@ class Config:
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
+    pop3: POP3Config = field(default_factory=POP3Config)
     #: The file this configuration came from (None = built-in defaults); not a YAML key.
     source: str | None = field(default=None, metadata={"internal": True})
 
@@ -466,6 +479,14 @@ def _check_imap(config: Config, errors: list[str]) -> None:
         errors.append("imap.max_line: expected at least 1 KiB")
 
 
+def _check_pop3(config: Config, errors: list[str]) -> None:
+    for name in ("max_connections", "max_connections_per_ip"):
+        if getattr(config.pop3, name) < 1:
+            errors.append(f"pop3.{name}: expected at least 1")
+    if config.pop3.timeout < 600:
+        errors.append("pop3.timeout: RFC 1939 asks for at least 600 seconds")
+
+
 def _check_quota(config: Config, errors: list[str]) -> None:
     if not 0 < config.quota.grow_at <= 1:
         errors.append(
@@ -487,6 +508,7 @@ _SEMANTIC_CHECKS = (
     ("auth", _check_auth),
     ("smtp", _check_smtp),
     ("imap", _check_imap),
+    ("pop3", _check_pop3),
     ("quota", _check_quota),
     ("data_dir", _check_data_dir),
 )

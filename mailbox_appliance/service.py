@@ -44,11 +44,15 @@ def _mail_factory(service: str, protocol: str) -> Callable[[Appliance], IProtoco
     """The builder of a mail service's factory; ``protocol`` names its package and section."""
 
     def build(appliance: Appliance) -> IProtocolFactory:
+        extra = {}
         if protocol == "smtp":
             from mailbox_appliance.smtp.factory import SMTPFactory as factory_class
-        else:
+        elif protocol == "imap":
             from mailbox_appliance.imap.factory import IMAPFactory as factory_class
+        else:
+            from mailbox_appliance.pop3.factory import POP3Factory as factory_class
 
+            extra["maildrops"] = appliance.pop3_maildrops
         return factory_class(
             service,
             reactor=appliance.reactor,
@@ -59,6 +63,7 @@ def _mail_factory(service: str, protocol: str) -> Callable[[Appliance], IProtoco
             limiter=getattr(appliance, protocol + "_limiter"),
             settings=getattr(appliance.config, protocol),
             tls_context=appliance.tls_context_factory,
+            **extra,
         )
 
     return build
@@ -73,6 +78,8 @@ FACTORY_BUILDERS: dict[str, Callable[[Appliance], IProtocolFactory]] = {
     "submissions": _mail_factory("submissions", "smtp"),
     "imap": _mail_factory("imap", "imap"),
     "imaps": _mail_factory("imaps", "imap"),
+    "pop3": _mail_factory("pop3", "pop3"),
+    "pop3s": _mail_factory("pop3s", "pop3"),
 }
 
 
@@ -99,6 +106,11 @@ class Appliance:
         self.imap_limiter = ConnectionLimiter(
             config.imap.max_connections, config.imap.max_connections_per_ip
         )
+        self.pop3_limiter = ConnectionLimiter(
+            config.pop3.max_connections, config.pop3.max_connections_per_ip
+        )
+        #: Accounts with a POP3 session holding their maildrop (both POP3 services).
+        self.pop3_maildrops: set[int] = set()
         self.ports: dict[str, list[IListeningPort]] = {}
         self._gc = LoopingCall(self._collect_garbage)
         self._gc.clock = reactor

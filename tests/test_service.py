@@ -118,7 +118,7 @@ class ApplianceTests(TestCase):
 
     @inlineCallbacks
     def test_services_not_built_yet_are_not_bound(self):
-        appliance = yield self.start(admin=[LOOPBACK_ANY], pop3=[LOOPBACK_ANY])
+        appliance = yield self.start(admin=[LOOPBACK_ANY], http=[LOOPBACK_ANY])
         self.assertEqual(set(appliance.ports), {"admin"})
 
     @inlineCallbacks

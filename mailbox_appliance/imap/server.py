@@ -24,13 +24,13 @@ from mailbox_appliance.addresses import normalize_address
 from mailbox_appliance.errors import InvalidAddress, MailboxError
 from mailbox_appliance.imap import folders, messages
 from mailbox_appliance.imap.framing import CommandReader, TooBig
-from mailbox_appliance.imap.output import ConnectionGone, Output
 from mailbox_appliance.imap.parser import BadCharset, ParseError, parse_command
 from mailbox_appliance.imap.replies import IMAPError
 from mailbox_appliance.imap.selected import SelectedMailbox
 from mailbox_appliance.imap.wire import flag_list
 from mailbox_appliance.interfaces import IAccount
 from mailbox_appliance.netutil import no_delay
+from mailbox_appliance.output import ConnectionGone, Output
 
 log = Logger()
 

@@ -1,4 +1,4 @@
-"""Writing IMAP responses with back-pressure, including message content streamed from blobs.
+"""Writing responses (IMAP, POP3) with back-pressure, message content streamed from blobs.
 
 The session's one registered push producer: the transport pauses it when its send buffer
 fills, and long answers (a FETCH of 10,000 messages, a 2 GiB ``BODY[]``) wait on
@@ -45,8 +45,11 @@ class Output:
         self._waiters.append(d)
         return d
 
-    async def stream(self, sha256: str, start: int, end: int) -> None:
-        """Send bytes [start, end) of a file-backed blob, a chunk at a time."""
+    async def stream(self, sha256: str, start: int, end: int, transform=None) -> None:
+        """Send bytes [start, end) of a file-backed blob, a chunk at a time.
+
+        ``transform(chunk) -> bytes`` rewrites each chunk on the way (POP3 dot-stuffing).
+        """
         offset = start
         pending = self._read(sha256, offset, end)
         while offset < end:
@@ -57,7 +60,7 @@ class Output:
             if offset < end:  # read the next chunk while this one goes out
                 pending = self._read(sha256, offset, end)
             await self.drained()
-            self.write(chunk)
+            self.write(transform(chunk) if transform is not None else chunk)
 
     def _read(self, sha256: str, offset: int, end: int) -> Deferred[bytes]:
         return self.blobs.read_file_chunk(sha256, offset, min(STREAM_CHUNK, end - offset))

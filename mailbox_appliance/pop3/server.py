@@ -1,0 +1,420 @@
+"""The POP3 server (RFC 1939) with CAPA and response codes (RFC 2449), STLS (RFC 2595) and
+SASL PLAIN (RFC 5034).
+
+Our own protocol rather than ``twisted.mail.pop3.POP3``, which has no STLS, corrupts CRLF and
+dot-stuffing at buffer boundaries and lists the whole mailbox for every STAT/LIST/UIDL.  The
+maildrop is the account's INBOX as it was at login (a snapshot: numbers and sizes do not
+change during the session); DELE only marks, and the marked messages are expunged durably in
+the UPDATE state at QUIT, so IMAP sessions on INBOX see them go as ordinary expunges.  One
+POP3 session per maildrop: a second gets ``-ERR [IN-USE]``.  Content streams from the blob
+through the dot-stuffer (stuffing.py); UIDLs are ``<UIDVALIDITY>.<UID>``, the same in every
+session and forever.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.cred import error as cred_error
+from twisted.cred.credentials import UsernamePassword
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
+from mailbox_appliance import sasl
+from mailbox_appliance.addresses import normalize_address
+from mailbox_appliance.errors import InvalidAddress
+from mailbox_appliance.interfaces import IAccount
+from mailbox_appliance.netutil import no_delay
+from mailbox_appliance.output import ConnectionGone, Output
+from mailbox_appliance.pop3.stuffing import DotStuffer, TopFilter
+
+log = Logger()
+
+#: RFC 2449 §4: a command line is at most 255 octets; AUTH's initial response may be longer.
+MAX_LINE = 8192
+#: Messages up to this size are read in one trip; larger ones are streamed in chunks.
+SMALL = 256 * 1024
+AUTHORIZATION, TRANSACTION = "AUTHORIZATION", "TRANSACTION"
+
+
+def _allowed(*states: str):
+    """The states a command is allowed in (the default: TRANSACTION only)."""
+
+    def mark(handler):
+        handler.states = states
+        return handler
+
+    return mark
+
+
+class POP3Error(Exception):
+    """Answer ``-ERR [code] text``."""
+
+    def __init__(self, text: str, code: str | None = None):
+        super().__init__(text)
+        self.text = text
+        self.code = code
+
+
+class POP3Server(Protocol, TimeoutMixin):
+    def __init__(self, factory):
+        self.factory = factory
+        self.store = factory.store
+        self.peer_ip = "unknown"
+        self.secure = factory.implicit_tls
+        self.state = AUTHORIZATION
+        self.account = None
+        self.user: str | None = None
+        self.messages: list[tuple[int, int]] = []  # (uid, size), message n at index n - 1
+        self.deleted: set[int] = set()  # message numbers
+        self.mailbox_id: int | None = None
+        self.uidvalidity = 0
+        self.out: Output | None = None
+        self._buffer = bytearray()
+        self._discarding = False
+        self._busy = False
+        self._sasl_step = None
+        self._slot = False
+        self._locked = False
+        self._closed = False
+
+    # -- connection -----------------------------------------------------------------------
+
+    def connectionMade(self):
+        self.peer_ip = getattr(self.transport.getPeer(), "host", "unknown")
+        if not self.factory.limiter.acquire(self.peer_ip):
+            log.warn("refused a POP3 connection from {ip}: too many", ip=self.peer_ip)
+            self.transport.write(b"-ERR [SYS/TEMP] Too many connections, try later\r\n")
+            self.transport.loseConnection()
+            self._closed = True
+            return
+        self._slot = True
+        no_delay(self.transport)
+        self.out = Output(self.transport, self.store.blobs)
+        self.callLater = self.factory.reactor.callLater
+        self.setTimeout(self.factory.settings.timeout)
+        self.write(f"+OK {self.factory.hostname} POP3 ready\r\n".encode())
+
+    def connectionLost(self, reason):
+        self._closed = True
+        self.setTimeout(None)
+        self._unlock()
+        if self._slot:
+            self._slot = False
+            self.factory.limiter.release(self.peer_ip)
+
+    def timeoutConnection(self):
+        # RFC 1939 §3: an autologout does not enter the UPDATE state; nothing is deleted.
+        self.write(b"-ERR Autologout; idle for too long\r\n")
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.out is not None:
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def _unlock(self) -> None:
+        if self._locked:
+            self._locked = False
+            self.factory.maildrops.discard(self.account.account_id)
+
+    @property
+    def login_allowed(self) -> bool:
+        """RFC 2595 §2 / RFC 8314: passwords only under TLS, except from this box."""
+        if self.secure:
+            return True
+        try:
+            address = ipaddress.ip_address(self.peer_ip)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return address.is_loopback
+
+    # -- output ---------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self._closed and self.out is not None:
+            self.out.write(data)
+
+    def ok(self, text: str = "") -> None:
+        self.write(("+OK " + text).rstrip(" ").encode("utf-8") + b"\r\n")
+
+    def err(self, text: str, code: str | None = None) -> None:
+        prefix = f"-ERR [{code}] " if code else "-ERR "
+        self.write((prefix + text).encode("utf-8") + b"\r\n")
+
+    # -- input ----------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes):
+        self.resetTimeout()
+        self._buffer += data
+        self._pump()
+
+    def _pump(self) -> None:
+        while not self._busy and not self._closed:
+            i = self._buffer.find(b"\n")
+            if i < 0:
+                if len(self._buffer) > MAX_LINE:
+                    del self._buffer[:]
+                    self._discarding = True
+                break
+            line = bytes(self._buffer[:i]).rstrip(b"\r")
+            del self._buffer[: i + 1]
+            if self._discarding:
+                self._discarding = False
+                self.err("Line too long")
+                continue
+            if len(line) > MAX_LINE:
+                self.err("Line too long")
+                continue
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        if self._sasl_step is not None:
+            step, self._sasl_step = self._sasl_step, None
+            self._run(step, line)
+            return
+        text = line.decode("utf-8", "replace")
+        verb, _, arg = text.partition(" ")
+        handler = getattr(self, "do_" + verb.upper(), None) if verb.isalpha() else None
+        if handler is None:
+            self.err("Unknown command")
+            return
+        allowed = getattr(handler, "states", (TRANSACTION,))
+        if self.state not in allowed:
+            self.err("Not allowed now" if self.state == TRANSACTION else "Log in first")
+            return
+        self._run(handler, arg)
+
+    def _run(self, handler, arg) -> None:
+        try:
+            result = handler(arg)
+        except POP3Error as e:
+            self.err(e.text, e.code)
+            return
+        if isinstance(result, Deferred) or hasattr(result, "__await__"):
+            self._busy = True
+            d = result if isinstance(result, Deferred) else Deferred.fromCoroutine(result)
+            d.addErrback(self._failed)
+            d.addBoth(self._done)
+
+    def _failed(self, failure):
+        if failure.check(POP3Error):
+            self.err(failure.value.text, failure.value.code)
+        elif failure.check(ConnectionGone):
+            pass
+        else:
+            log.failure("POP3 session with {ip} failed", failure, ip=self.peer_ip)
+            self.err("Internal error, try again later", "SYS/TEMP")
+
+    def _done(self, _) -> None:
+        self._busy = False
+        if not self._closed:
+            self._pump()
+
+    # -- AUTHORIZATION state (RFC 1939 §4, RFC 2449, RFC 2595, RFC 5034) ------------------
+
+    def capabilities(self) -> list[str]:
+        caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+        if self.login_allowed or self.state != AUTHORIZATION:
+            caps += ["USER", "SASL PLAIN"]
+        if self.factory.offer_stls and not self.secure and self.state == AUTHORIZATION:
+            caps.append("STLS")
+        return caps + ["EXPIRE NEVER", "LOGIN-DELAY 0", "IMPLEMENTATION mailbox-appliance"]
+
+    @_allowed(AUTHORIZATION, TRANSACTION)
+    def do_CAPA(self, arg):
+        lines = "".join(f"{c}\r\n" for c in self.capabilities())
+        self.write(f"+OK Capability list follows\r\n{lines}.\r\n".encode())
+
+    @_allowed(AUTHORIZATION, TRANSACTION)
+    def do_QUIT(self, arg):
+        if self.state == TRANSACTION:
+            return self._update()
+        self.ok(f"{self.factory.hostname} closing")
+        self.close()
+
+    @_allowed(AUTHORIZATION, TRANSACTION)
+    def do_NOOP(self, arg):
+        self.ok()
+
+    @_allowed(AUTHORIZATION)
+    def do_STLS(self, arg):
+        if not self.factory.offer_stls or self.secure:
+            raise POP3Error("TLS is already active")
+        self.ok("Begin TLS negotiation")
+        # RFC 2595 §4: anything the client pipelined in plaintext behind STLS is discarded.
+        del self._buffer[:]
+        self.transport.startTLS(self.factory.tls_context)
+        self.secure = True
+
+    @_allowed(AUTHORIZATION)
+    def do_USER(self, arg):
+        if not self.login_allowed:
+            raise POP3Error("Log in after STLS", "AUTH")
+        if not arg:
+            raise POP3Error("Syntax: USER name")
+        self.user = arg
+        self.ok("Send PASS")
+
+    @_allowed(AUTHORIZATION)
+    def do_PASS(self, arg):
+        if self.user is None:
+            raise POP3Error("Send USER first")
+        user, self.user = self.user, None
+        return self._login(user, arg)
+
+    @_allowed(AUTHORIZATION)
+    def do_AUTH(self, arg):
+        if not arg:  # the mechanisms, as many clients ask (RFC 1734 style)
+            self.write(b"+OK\r\nPLAIN\r\n.\r\n")
+            return None
+        mechanism, _, initial = arg.partition(" ")
+        if mechanism.upper() != "PLAIN":
+            raise POP3Error("Unsupported authentication mechanism")
+        if not self.login_allowed:
+            raise POP3Error("Authenticate after STLS", "AUTH")
+        if initial:
+            return self._auth_plain(initial.encode("ascii", "replace"))
+        self.write(b"+ \r\n")
+        self._sasl_step = self._auth_plain
+        return None
+
+    def _auth_plain(self, response: bytes):
+        try:
+            user, password = sasl.parse_plain(sasl.decode_response(response))
+        except sasl.SASLAborted:
+            raise POP3Error("Authentication aborted") from None
+        except sasl.SASLError:
+            raise POP3Error("Authentication failed", "AUTH") from None
+        return self._login(user, password)
+
+    async def _login(self, user: str, password: str):
+        throttle = self.factory.throttle
+        try:
+            account_key = normalize_address(user)
+        except InvalidAddress:
+            account_key = None
+        if throttle.locked(self.peer_ip, account_key) > 0:
+            raise POP3Error("Too many failed logins, try again later", "SYS/TEMP")
+        creds = UsernamePassword(user.encode("utf-8"), password.encode("utf-8"))
+        try:
+            _, avatar, _ = await self.factory.portal.login(creds, None, IAccount)
+        except cred_error.UnauthorizedLogin:
+            await throttle.hold(throttle.failed(self.peer_ip, account_key))
+            log.info("POP3 login failed for {user!r} from {ip}", user=user, ip=self.peer_ip)
+            raise POP3Error("Authentication failed", "AUTH") from None
+        throttle.succeeded(self.peer_ip, avatar.address)
+        if avatar.account_id in self.factory.maildrops:
+            raise POP3Error("The maildrop is in use by another POP3 session", "IN-USE")
+        self.factory.maildrops.add(avatar.account_id)
+        self.account, self._locked = avatar, True
+        try:
+            info = await self.store.select_mailbox(avatar.account_id, "INBOX", claim_recent=False)
+        except BaseException:
+            self._unlock()
+            raise
+        self.mailbox_id, self.uidvalidity = info["id"], info["uidvalidity"]
+        self.messages = [
+            (entry[0], size) for entry, size in zip(info["entries"], info["sizes"], strict=True)
+        ]
+        self.state = TRANSACTION
+        total = sum(size for _, size in self.messages)
+        self.ok(f"Logged in, {len(self.messages)} messages ({total} octets)")
+
+    # -- TRANSACTION state (RFC 1939 §5, §7) ----------------------------------------------
+
+    def _message(self, arg: str) -> int:
+        """A message number that exists and is not deleted."""
+        word = arg.split(" ")[0] if arg else ""
+        if not word.isdigit():
+            raise POP3Error("Syntax: a message number is needed")
+        n = int(word)
+        if not 1 <= n <= len(self.messages):
+            raise POP3Error(f"No such message (there are {len(self.messages)})")
+        if n in self.deleted:
+            raise POP3Error(f"Message {n} is deleted")
+        return n
+
+    def _listing(self, arg: str, value) -> None:
+        if arg:
+            n = self._message(arg)
+            self.ok(f"{n} {value(n)}")
+            return
+        lines = [
+            f"{n} {value(n)}\r\n" for n in range(1, len(self.messages) + 1) if n not in self.deleted
+        ]
+        self.write(("+OK\r\n" + "".join(lines) + ".\r\n").encode())
+
+    def do_STAT(self, arg):
+        live = [size for n, (_, size) in enumerate(self.messages, 1) if n not in self.deleted]
+        self.ok(f"{len(live)} {sum(live)}")
+
+    def do_LIST(self, arg):
+        self._listing(arg, lambda n: self.messages[n - 1][1])
+
+    def do_UIDL(self, arg):
+        self._listing(arg, lambda n: f"{self.uidvalidity}.{self.messages[n - 1][0]}")
+
+    def do_DELE(self, arg):
+        n = self._message(arg)
+        self.deleted.add(n)
+        self.ok(f"Message {n} deleted")
+
+    def do_RSET(self, arg):
+        self.deleted.clear()
+        self.ok(f"{len(self.messages)} messages")
+
+    def do_RETR(self, arg):
+        n = self._message(arg)
+        return self._send(n, None)
+
+    def do_TOP(self, arg):
+        parts = arg.split(" ")
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise POP3Error("Syntax: TOP message lines")
+        n = self._message(parts[0])
+        return self._send(n, int(parts[1]))
+
+    async def _send(self, n: int, top: int | None) -> None:
+        """RETR or TOP: the message, CRLF lines, dot-stuffed, streamed from its blob."""
+        uid, _ = self.messages[n - 1]
+        (row,) = await self.store.fetch_entries(self.mailbox_id, [uid]) or [None]
+        if row is None:
+            raise POP3Error("The message was removed by another session", "SYS/TEMP")
+        stuffer = DotStuffer()
+        flt = TopFilter(top) if top is not None else None
+
+        def transform(chunk: bytes) -> bytes:
+            return stuffer.feed(flt.feed(chunk) if flt is not None else chunk)
+
+        self.write(b"+OK message follows\r\n")
+        size = row["size"]
+        if size <= SMALL:
+            (data,) = await self.store.blobs.read_ranges([(row["sha256"], 0, size)])
+            self.write(transform(data))
+        else:
+            await self.out.stream(row["sha256"], 0, size, transform)
+        self.write(stuffer.close())
+
+    async def _update(self):
+        """The UPDATE state (RFC 1939 §6): marked messages go, durably, before +OK."""
+        uids = [self.messages[n - 1][0] for n in sorted(self.deleted)]
+        if uids:
+            try:
+                await self.store.store_flags(self.mailbox_id, uids, "+", ["\\Deleted"])
+                await self.store.expunge(self.mailbox_id, uids)
+            except Exception:
+                log.failure("POP3 UPDATE for {ip} failed", ip=self.peer_ip)
+                self.err("Some deleted messages were not removed", "SYS/TEMP")
+                self.close()
+                return
+        self._unlock()
+        self.ok(f"{self.factory.hostname} closing ({len(uids)} messages removed)")
+        self.close()
