@@ -10,6 +10,7 @@ before their structure was known get it computed on first use and cached.
 
 from __future__ import annotations
 
+from mailbox_appliance.imap.parser import FetchItem
 from mailbox_appliance.imap.replies import IMAPError
 from mailbox_appliance.imap.wire import flag_list, internal_date
 from mailbox_appliance.mime.scanner import MimeScanner
@@ -59,7 +60,6 @@ class _Piece:
 async def fetch(session, command):
     box = session.selected
     args = command.args
-    uids = box.uids_for(args.sequence_set, uid=command.uid)
     items = args.items
     if any(i.name.startswith("BINARY") for i in items):
         raise IMAPError("BAD", "BINARY is not supported here")
@@ -67,6 +67,7 @@ async def fetch(session, command):
         session.condstore = True  # RFC 7162 §3.1: a CONDSTORE-enabling command
     if box.dirty:  # answer from the latest state; EXPUNGE must wait (RFC 3501 §7.4.1)
         await session.refresh(allow_expunge=command.uid)
+    uids = box.uids_for(args.sequence_set, uid=command.uid)
     if all(i.name in _VIEW_ITEMS for i in items):
         await _answer_from_view(session, box, uids, items, args.changed_since)
         return "FETCH completed"
@@ -271,12 +272,7 @@ def _range_of(item, row):
     return where[0], where[1], (), False
 
 
-class _Flags:
-    name = "FLAGS"
-    section = None
-
-
-_FLAGS = _Flags()
+_FLAGS = FetchItem("FLAGS")
 
 
 async def _ensure_structures(store, rows, columns) -> None:
