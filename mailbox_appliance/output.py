@@ -23,9 +23,11 @@ class ConnectionGone(Exception):
 
 @implementer(IPushProducer)
 class Output:
-    def __init__(self, transport, blobs):
+    def __init__(self, transport, blobs, on_resume=None):
         self.transport = transport
         self.blobs = blobs
+        #: Called when the client has read enough for more answers (the session's pump).
+        self.on_resume = on_resume
         self.paused = False
         self.gone = False
         self._waiters: list[Deferred] = []
@@ -77,6 +79,8 @@ class Output:
                 d.callback(None)
             else:
                 self._waiters.append(d)
+        if not self.paused and self.on_resume is not None:
+            self.on_resume()
 
     def stopProducing(self) -> None:
         self.gone = True

@@ -82,7 +82,7 @@ class IMAPServer(Protocol, TimeoutMixin):
             return
         self._slot = True
         no_delay(self.transport)
-        self.out = Output(self.transport, self.store.blobs)
+        self.out = Output(self.transport, self.store.blobs, on_resume=self._pump)
         self.callLater = self.factory.reactor.callLater
         self.setTimeout(self.settings.login_timeout)
         caps = " ".join(self.capabilities())
@@ -105,8 +105,11 @@ class IMAPServer(Protocol, TimeoutMixin):
 
     @property
     def loopback(self) -> bool:
+        # Asked now, not at connect: behind a PROXY-protocol listener the client's address
+        # is known only once its header has been read.
+        host = getattr(self.transport.getPeer(), "host", "")
         try:
-            address = ipaddress.ip_address(self.peer_ip)
+            address = ipaddress.ip_address(host)
         except ValueError:
             return False
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -175,7 +178,7 @@ class IMAPServer(Protocol, TimeoutMixin):
 
     def _pump(self) -> None:
         reader = self.reader
-        while not self._closed:
+        while not self._closed and not self.out.paused:
             if self._idle is not None or self._sasl_step is not None:
                 line = reader.next_line()
                 if line is None:

@@ -36,6 +36,8 @@ log = Logger()
 MAX_LINE = 8192
 #: Messages up to this size are read in one trip; larger ones are streamed in chunks.
 SMALL = 256 * 1024
+#: Bytes a client may send ahead while a command runs or answers wait, before reading stops.
+BACKLOG = 1024 * 1024
 AUTHORIZATION, TRANSACTION = "AUTHORIZATION", "TRANSACTION"
 
 
@@ -75,6 +77,8 @@ class POP3Server(Protocol, TimeoutMixin):
         self._buffer = bytearray()
         self._discarding = False
         self._busy = False
+        self._reading_paused = False
+        self._answering = False  # a +OK multi-line answer has started
         self._sasl_step = None
         self._slot = False
         self._locked = False
@@ -92,7 +96,7 @@ class POP3Server(Protocol, TimeoutMixin):
             return
         self._slot = True
         no_delay(self.transport)
-        self.out = Output(self.transport, self.store.blobs)
+        self.out = Output(self.transport, self.store.blobs, on_resume=self._pump)
         self.callLater = self.factory.reactor.callLater
         self.setTimeout(self.factory.settings.timeout)
         self.write(f"+OK {self.factory.hostname} POP3 ready\r\n".encode())
@@ -128,8 +132,11 @@ class POP3Server(Protocol, TimeoutMixin):
         """RFC 2595 §2 / RFC 8314: passwords only under TLS, except from this box."""
         if self.secure:
             return True
+        # Asked now, not at connect: behind a PROXY-protocol listener the client's address
+        # is known only once its header has been read.
+        host = getattr(self.transport.getPeer(), "host", "")
         try:
-            address = ipaddress.ip_address(self.peer_ip)
+            address = ipaddress.ip_address(host)
         except ValueError:
             return False
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -157,10 +164,12 @@ class POP3Server(Protocol, TimeoutMixin):
         self._pump()
 
     def _pump(self) -> None:
-        while not self._busy and not self._closed:
+        """Answer buffered commands in order, while the client reads what we send."""
+        while not self._busy and not self._closed and not self.out.paused:
             i = self._buffer.find(b"\n")
             if i < 0:
-                if len(self._buffer) > MAX_LINE:
+                # +1: a line of MAX_LINE octets may be here with its CR, its LF to come.
+                if len(self._buffer) > MAX_LINE + 1:
                     del self._buffer[:]
                     self._discarding = True
                 break
@@ -174,6 +183,13 @@ class POP3Server(Protocol, TimeoutMixin):
                 self.err("Line too long")
                 continue
             self._line(line)
+        backlog = len(self._buffer) > BACKLOG
+        if backlog != self._reading_paused and not self._closed:
+            self._reading_paused = backlog
+            if backlog:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
 
     def _line(self, line: bytes) -> None:
         if self._sasl_step is not None:
@@ -199,13 +215,18 @@ class POP3Server(Protocol, TimeoutMixin):
             self.err(e.text, e.code)
             return
         if isinstance(result, Deferred) or hasattr(result, "__await__"):
-            self._busy = True
             d = result if isinstance(result, Deferred) else Deferred.fromCoroutine(result)
             d.addErrback(self._failed)
-            d.addBoth(self._done)
+            if not d.called:  # answered later: nothing after it runs meanwhile
+                self._busy = True
+                d.addBoth(self._done)
 
     def _failed(self, failure):
-        if failure.check(POP3Error):
+        if self._answering:
+            # Part of a message went out after +OK: no -ERR can follow it (RFC 1939 §3).
+            log.failure("POP3 answer to {ip} broke off", failure, ip=self.peer_ip)
+            self.close()
+        elif failure.check(POP3Error):
             self.err(failure.value.text, failure.value.code)
         elif failure.check(ConnectionGone):
             pass
@@ -313,6 +334,8 @@ class POP3Server(Protocol, TimeoutMixin):
         throttle.succeeded(self.peer_ip, avatar.address)
         if avatar.account_id in self.factory.maildrops:
             raise POP3Error("The maildrop is in use by another POP3 session", "IN-USE")
+        if self._closed:  # the client went away during the password check
+            return
         self.factory.maildrops.add(avatar.account_id)
         self.account, self._locked = avatar, True
         try:
@@ -320,6 +343,9 @@ class POP3Server(Protocol, TimeoutMixin):
         except BaseException:
             self._unlock()
             raise
+        if self._closed:
+            self._unlock()
+            return
         self.mailbox_id, self.uidvalidity = info["id"], info["uidvalidity"]
         self.messages = [
             (entry[0], size) for entry, size in zip(info["entries"], info["sizes"], strict=True)
@@ -394,13 +420,15 @@ class POP3Server(Protocol, TimeoutMixin):
         def transform(chunk: bytes) -> bytes:
             return stuffer.feed(flt.feed(chunk) if flt is not None else chunk)
 
-        self.write(b"+OK message follows\r\n")
         size = row["size"]
         if size <= SMALL:
             (data,) = await self.store.blobs.read_ranges([(row["sha256"], 0, size)])
-            self.write(transform(data))
-        else:
-            await self.out.stream(row["sha256"], 0, size, transform)
+            self.write(b"+OK message follows\r\n" + transform(data) + stuffer.close())
+            return
+        self.write(b"+OK message follows\r\n")
+        self._answering = True
+        await self.out.stream(row["sha256"], 0, size, transform)
+        self._answering = False
         self.write(stuffer.close())
 
     async def _update(self):
