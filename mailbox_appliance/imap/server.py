@@ -46,7 +46,7 @@ class IMAPServer(Protocol, TimeoutMixin):
         self.factory = factory
         self.settings = factory.settings
         self.store = factory.store
-        self.peer_ip = "unknown"
+        self._slot_ip = "unknown"
         self.secure = factory.implicit_tls
         self.state = NOT_AUTHENTICATED
         self.account = None
@@ -72,9 +72,17 @@ class IMAPServer(Protocol, TimeoutMixin):
 
     # -- connection ---------------------------------------------------------------------
 
+    @property
+    def peer_ip(self) -> str:
+        """The client's address, asked each time: behind a ``haproxy:`` listener the transport
+        knows it only once the PROXY header has been read, after connectionMade."""
+        if self.transport is None:
+            return "unknown"
+        return getattr(self.transport.getPeer(), "host", "unknown")
+
     def connectionMade(self):
-        self.peer_ip = getattr(self.transport.getPeer(), "host", "unknown")
-        if not self.factory.limiter.acquire(self.peer_ip):
+        self._slot_ip = self.peer_ip
+        if not self.factory.limiter.acquire(self._slot_ip):
             log.warn("refused an IMAP connection from {ip}: too many", ip=self.peer_ip)
             self.transport.write(b"* BYE [UNAVAILABLE] Too many connections, try later\r\n")
             self.transport.loseConnection()
@@ -97,7 +105,7 @@ class IMAPServer(Protocol, TimeoutMixin):
             self._idle = None
         if self._slot:
             self._slot = False
-            self.factory.limiter.release(self.peer_ip)
+            self.factory.limiter.release(self._slot_ip)
 
     def timeoutConnection(self):
         self.write(b"* BYE Autologout; idle for too long\r\n")
@@ -105,11 +113,8 @@ class IMAPServer(Protocol, TimeoutMixin):
 
     @property
     def loopback(self) -> bool:
-        # Asked now, not at connect: behind a PROXY-protocol listener the client's address
-        # is known only once its header has been read.
-        host = getattr(self.transport.getPeer(), "host", "")
         try:
-            address = ipaddress.ip_address(host)
+            address = ipaddress.ip_address(self.peer_ip)
         except ValueError:
             return False
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

@@ -64,7 +64,7 @@ class POP3Server(Protocol, TimeoutMixin):
     def __init__(self, factory):
         self.factory = factory
         self.store = factory.store
-        self.peer_ip = "unknown"
+        self._slot_ip = "unknown"
         self.secure = factory.implicit_tls
         self.state = AUTHORIZATION
         self.account = None
@@ -86,9 +86,17 @@ class POP3Server(Protocol, TimeoutMixin):
 
     # -- connection -----------------------------------------------------------------------
 
+    @property
+    def peer_ip(self) -> str:
+        """The client's address, asked each time: behind a ``haproxy:`` listener the transport
+        knows it only once the PROXY header has been read, after connectionMade."""
+        if self.transport is None:
+            return "unknown"
+        return getattr(self.transport.getPeer(), "host", "unknown")
+
     def connectionMade(self):
-        self.peer_ip = getattr(self.transport.getPeer(), "host", "unknown")
-        if not self.factory.limiter.acquire(self.peer_ip):
+        self._slot_ip = self.peer_ip
+        if not self.factory.limiter.acquire(self._slot_ip):
             log.warn("refused a POP3 connection from {ip}: too many", ip=self.peer_ip)
             self.transport.write(b"-ERR [SYS/TEMP] Too many connections, try later\r\n")
             self.transport.loseConnection()
@@ -107,7 +115,7 @@ class POP3Server(Protocol, TimeoutMixin):
         self._unlock()
         if self._slot:
             self._slot = False
-            self.factory.limiter.release(self.peer_ip)
+            self.factory.limiter.release(self._slot_ip)
 
     def timeoutConnection(self):
         # RFC 1939 §3: an autologout does not enter the UPDATE state; nothing is deleted.
@@ -132,11 +140,8 @@ class POP3Server(Protocol, TimeoutMixin):
         """RFC 2595 §2 / RFC 8314: passwords only under TLS, except from this box."""
         if self.secure:
             return True
-        # Asked now, not at connect: behind a PROXY-protocol listener the client's address
-        # is known only once its header has been read.
-        host = getattr(self.transport.getPeer(), "host", "")
         try:
-            address = ipaddress.ip_address(host)
+            address = ipaddress.ip_address(self.peer_ip)
         except ValueError:
             return False
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

@@ -1,0 +1,124 @@
+"""POP3 against ``twistd -n mailbox-appliance`` in a child process: a 500 MiB RETR.
+
+The message goes in by IMAP APPEND (streamed from the client in 1 MiB blocks) and comes out by
+POP3 RETR, dot-stuffed on the way (two thirds of its lines start with dots), with the server's
+peak RSS (VmHWM) growing by well under 64 MiB while it sends, and the un-stuffed bytes equal
+to the original.  The server needs a process of its own so that its memory is its alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tests.support.config import config_data
+from tests.support.pop3 import DOT_HEADER, MiB, RawPOP3, append_streamed, dot_block
+from tests.support.processes import Twistd, child_env, free_port, write_config
+
+#: 1 MiB of 64-byte lines, two of three starting with dots, after a 64-byte header: every
+#: chunk the server reads starts with a line, a third of them with a dot line.
+BLOCK = dot_block(MiB)
+HEADER = DOT_HEADER
+TRAILER = b"\r\n.\r\n"  # the message ends with a line that is only a dot
+
+
+def _vm(pid: int, field: str) -> int:
+    """A ``/proc/PID/status`` memory field, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def _reset_peak(pid: int) -> bool:
+    """Reset VmHWM to the current RSS (Linux ``clear_refs`` 5); False where not allowed."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class ChildPOP3Tests(TestCase):
+    timeout = 600
+
+    def setUp(self):
+        self.workdir = os.path.abspath(self.mktemp())
+        os.makedirs(self.workdir)
+        self.imap_port, self.pop3_port = free_port(), free_port()
+        data = config_data(
+            os.path.join(self.workdir, "var"),
+            listen={
+                "imap": [f"tcp:{self.imap_port}:interface=127.0.0.1"],
+                "pop3": [f"tcp:{self.pop3_port}:interface=127.0.0.1"],
+            },
+        )
+        self.config_path = write_config(os.path.join(self.workdir, "appliance.yaml"), data)
+        self.cli("domain", "add", "example.test")
+        self.cli(
+            "user", "add", "alice@example.test", "--password-stdin", "--quota", "2 GiB", stdin="pw"
+        )
+        self.twistd = Twistd(self.workdir, "--config", self.config_path)
+        self.addCleanup(lambda: self.twistd.process.poll() is None and self.twistd.stop())
+        self.twistd.wait_for("pop3 listening on")
+        self.twistd.wait_for("imap listening on")
+
+    def cli(self, *args: str, stdin: str | None = None) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "mailbox_appliance", "--config", self.config_path, *args],
+            input=stdin,
+            text=True,
+            env=child_env(),
+            check=True,
+            capture_output=True,
+        )
+
+    @inlineCallbacks
+    def test_500_mib_retr_is_stuffed_exactly_with_server_rss_growth_under_64_mib(self):
+        pid = self.twistd.process.pid
+        count = 500
+        size = len(HEADER) + count * len(BLOCK) + len(TRAILER)
+        digest = hashlib.sha256(HEADER)
+        for _ in range(count):
+            digest.update(BLOCK)
+        digest.update(TRAILER)
+
+        def parts():
+            yield HEADER
+            for _ in range(count):
+                yield BLOCK
+            yield TRAILER
+
+        uid = yield deferToThread(
+            append_streamed, self.imap_port, "alice@example.test", "pw", size, parts()
+        )
+        self.assertEqual(uid, 1)
+        before = _vm(pid, "VmHWM")
+        if _reset_peak(pid):  # measure the RETR alone, not the APPEND before it
+            before = _vm(pid, "VmHWM")
+
+        def retr():
+            client = RawPOP3(self.pop3_port, timeout=300)
+            try:
+                client.login("alice@example.test", "pw")
+                listed = client.ok("LIST 1")
+                first, length, sha256 = client.digest("RETR 1")
+                client.quit()
+                return listed, first, length, sha256
+            finally:
+                client.close()
+
+        listed, first, length, sha256 = yield deferToThread(retr)
+        growth = _vm(pid, "VmHWM") - before
+        self.assertEqual(listed, b"+OK 1 %d\r\n" % size)
+        self.assertTrue(first.startswith(b"+OK"), first)
+        self.assertEqual((length, sha256), (size, digest.hexdigest()))
+        self.assertLess(growth, 64 * MiB, f"peak RSS grew by {growth / MiB:.1f} MiB")
