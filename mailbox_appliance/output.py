@@ -47,14 +47,15 @@ class Output:
         self._waiters.append(d)
         return d
 
-    async def stream(self, sha256: str, start: int, end: int, transform=None) -> None:
+    async def stream(self, sha256: str, start: int, end: int, transform=None, done=None) -> None:
         """Send bytes [start, end) of a file-backed blob, a chunk at a time.
 
-        ``transform(chunk) -> bytes`` rewrites each chunk on the way (POP3 dot-stuffing).
+        ``transform(chunk) -> bytes`` rewrites each chunk on the way (POP3 dot-stuffing);
+        ``done()`` true ends the stream early (POP3 TOP has its lines).
         """
         offset = start
         pending = self._read(sha256, offset, end)
-        while offset < end:
+        while offset < end and not (done is not None and done()):
             chunk = await pending
             if not chunk:
                 raise OSError(f"blob {sha256} ended at {offset}, before {end}")

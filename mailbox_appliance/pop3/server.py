@@ -432,7 +432,9 @@ class POP3Server(Protocol, TimeoutMixin):
             return
         self.write(b"+OK message follows\r\n")
         self._answering = True
-        await self.out.stream(row["sha256"], 0, size, transform)
+        await self.out.stream(
+            row["sha256"], 0, size, transform, done=(lambda: flt.done) if flt else None
+        )
         self._answering = False
         self.write(stuffer.close())
 
