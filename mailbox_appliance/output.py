@@ -9,7 +9,7 @@ thread, one chunk ahead of the socket.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
@@ -40,7 +40,7 @@ class Output:
     def drained(self) -> Deferred[None]:
         """Fires once the transport wants more; fails with ConnectionGone if it never will."""
         if self.gone:
-            return Deferred.fromFailure(ConnectionGone())
+            return fail(ConnectionGone())
         if not self.paused:
             return succeed(None)
         d: Deferred[None] = Deferred()

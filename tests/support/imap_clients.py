@@ -304,7 +304,13 @@ def maildir_flags(filename: str) -> str:
 
 
 def run_client(args: list[str], timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    """Run a mail client to its end (call it in a thread); fail showing its output."""
+    """Run a mail client to its end (call it in a thread); fail showing its output.
+
+    Clients written in Python (getmail, offlineimap) run on the system's Python: they get
+    no PYTHONPATH or PYTHONHOME of ours (trial -j sets them to this interpreter's paths).
+    """
+    if "env" not in kw:
+        kw["env"] = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     try:
         done = subprocess.run(args, capture_output=True, timeout=timeout, **kw)
     except subprocess.TimeoutExpired as e:
