@@ -10,27 +10,19 @@ commands on messages in messages.py and fetch.py; the store does the mailbox log
 
 from __future__ import annotations
 
-import ipaddress
-
-from twisted.cred import error as cred_error
-from twisted.cred.credentials import UsernamePassword
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 
 from mailbox_appliance import sasl
-from mailbox_appliance.addresses import normalize_address
-from mailbox_appliance.errors import InvalidAddress, MailboxError
+from mailbox_appliance.errors import MailboxError
 from mailbox_appliance.imap import folders, messages
 from mailbox_appliance.imap.framing import CommandReader, TooBig
 from mailbox_appliance.imap.parser import BadCharset, ParseError, parse_command
 from mailbox_appliance.imap.replies import IMAPError
 from mailbox_appliance.imap.selected import SelectedMailbox
 from mailbox_appliance.imap.wire import flag_list
-from mailbox_appliance.interfaces import IAccount
-from mailbox_appliance.netutil import no_delay
-from mailbox_appliance.output import ConnectionGone, Output
+from mailbox_appliance.output import ConnectionGone
+from mailbox_appliance.protocols import LoginRefused, MailSession
 
 log = Logger()
 
@@ -41,12 +33,11 @@ _BACKLOG = 1024 * 1024
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
 
 
-class IMAPServer(Protocol, TimeoutMixin):
+class IMAPServer(MailSession):
     def __init__(self, factory):
         self.factory = factory
         self.settings = factory.settings
         self.store = factory.store
-        self._slot_ip = "unknown"
         self.secure = factory.implicit_tls
         self.state = NOT_AUTHENTICATED
         self.account = None
@@ -60,66 +51,31 @@ class IMAPServer(Protocol, TimeoutMixin):
             on_continue=lambda: self.write(b"+ Ready for literal data\r\n"),
             message_sink=self._message_sink,
         )
-        self.out: Output | None = None
         self._busy = False
         self._holds: set[str] = set()
         self._idle: tuple[str, Deferred] | None = None
         self._sasl_step = None
-        self._slot = False
-        self._closed = False
         self._refreshing = False
         self._refresh_waiters: list[Deferred] = []
 
     # -- connection ---------------------------------------------------------------------
 
-    @property
-    def peer_ip(self) -> str:
-        """The client's address, asked each time: behind a ``haproxy:`` listener the transport
-        knows it only once the PROXY header has been read, after connectionMade."""
-        if self.transport is None:
-            return "unknown"
-        return getattr(self.transport.getPeer(), "host", "unknown")
-
     def connectionMade(self):
-        self._slot_ip = self.peer_ip
-        if not self.factory.limiter.acquire(self._slot_ip):
-            log.warn("refused an IMAP connection from {ip}: too many", ip=self.peer_ip)
-            self.transport.write(b"* BYE [UNAVAILABLE] Too many connections, try later\r\n")
-            self.transport.loseConnection()
-            self._closed = True
+        refusal = b"* BYE [UNAVAILABLE] Too many connections, try later\r\n"
+        if not self.open_session(refusal, self.settings.login_timeout, self._pump):
             return
-        self._slot = True
-        no_delay(self.transport)
-        self.out = Output(self.transport, self.store.blobs, on_resume=self._pump)
-        self.callLater = self.factory.reactor.callLater
-        self.setTimeout(self.settings.login_timeout)
         caps = " ".join(self.capabilities())
         self.write(f"* OK [CAPABILITY {caps}] {self.factory.hostname} IMAP4rev1 ready\r\n".encode())
 
     def connectionLost(self, reason):
-        self._closed = True
-        self.setTimeout(None)
+        self.release_slot()
         self.reader.lost()
         self._unselect()
-        if self._idle is not None:
-            self._idle = None
-        if self._slot:
-            self._slot = False
-            self.factory.limiter.release(self._slot_ip)
+        self._idle = None
 
     def timeoutConnection(self):
         self.write(b"* BYE Autologout; idle for too long\r\n")
         self.close()
-
-    @property
-    def loopback(self) -> bool:
-        try:
-            address = ipaddress.ip_address(self.peer_ip)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # a dual-stack listener's IPv4 client
-        return address.is_loopback
 
     @property
     def login_allowed(self) -> bool:
@@ -150,19 +106,6 @@ class IMAPServer(Protocol, TimeoutMixin):
         ]
 
     # -- output ---------------------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        if not self._closed and self.out is not None:
-            self.out.write(data)
-
-    def close(self) -> None:
-        """Close after what was written (a registered producer would hold the close off)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.out is not None:
-            self.transport.unregisterProducer()
-        self.transport.loseConnection()
 
     def untagged(self, text: str | bytes) -> None:
         if isinstance(text, str):
@@ -434,21 +377,14 @@ class IMAPServer(Protocol, TimeoutMixin):
         return await self._authenticate(user, password)
 
     async def _authenticate(self, user: str, password: str):
-        throttle = self.factory.throttle
         try:
-            account_key = normalize_address(user)
-        except InvalidAddress:
-            account_key = None
-        if throttle.locked(self.peer_ip, account_key) > 0:
-            raise IMAPError("NO", "Too many failed logins, try again later", "UNAVAILABLE")
-        creds = UsernamePassword(user.encode("utf-8"), password.encode("utf-8"))
-        try:
-            _, avatar, _ = await self.factory.portal.login(creds, None, IAccount)
-        except cred_error.UnauthorizedLogin:
-            await throttle.hold(throttle.failed(self.peer_ip, account_key))
-            log.info("IMAP login failed for {user!r} from {ip}", user=user, ip=self.peer_ip)
+            avatar = await self.check_password(user, password, "IMAP")
+        except LoginRefused as e:
+            if e.locked:
+                raise IMAPError(
+                    "NO", "Too many failed logins, try again later", "UNAVAILABLE"
+                ) from None
             raise IMAPError("NO", "Authentication failed", "AUTHENTICATIONFAILED") from None
-        throttle.succeeded(self.peer_ip, avatar.address)
         self.account = avatar
         self.state = AUTHENTICATED
         self.setTimeout(self.settings.idle_timeout)

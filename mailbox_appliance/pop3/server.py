@@ -13,22 +13,13 @@ session and forever.
 
 from __future__ import annotations
 
-import ipaddress
-
-from twisted.cred import error as cred_error
-from twisted.cred.credentials import UsernamePassword
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 
 from mailbox_appliance import sasl
-from mailbox_appliance.addresses import normalize_address
-from mailbox_appliance.errors import InvalidAddress
-from mailbox_appliance.interfaces import IAccount
-from mailbox_appliance.netutil import no_delay
-from mailbox_appliance.output import ConnectionGone, Output
+from mailbox_appliance.output import ConnectionGone
 from mailbox_appliance.pop3.stuffing import DotStuffer, TopFilter
+from mailbox_appliance.protocols import LoginRefused, MailSession
 
 log = Logger()
 
@@ -63,11 +54,10 @@ class POP3Error(Exception):
         self.code = code
 
 
-class POP3Server(Protocol, TimeoutMixin):
+class POP3Server(MailSession):
     def __init__(self, factory):
         self.factory = factory
         self.store = factory.store
-        self._slot_ip = "unknown"
         self.secure = factory.implicit_tls
         self.state = AUTHORIZATION
         self.account = None
@@ -77,62 +67,29 @@ class POP3Server(Protocol, TimeoutMixin):
         self._ahead: dict[int, bytes | None] = {}  # read ahead: message number -> content
         self.mailbox_id: int | None = None
         self.uidvalidity = 0
-        self.out: Output | None = None
         self._buffer = bytearray()
         self._discarding = False
         self._busy = False
         self._reading_paused = False
         self._answering = False  # a +OK multi-line answer has started
         self._sasl_step = None
-        self._slot = False
         self._locked = False
-        self._closed = False
 
     # -- connection -----------------------------------------------------------------------
 
-    @property
-    def peer_ip(self) -> str:
-        """The client's address, asked each time: behind a ``haproxy:`` listener the transport
-        knows it only once the PROXY header has been read, after connectionMade."""
-        if self.transport is None:
-            return "unknown"
-        return getattr(self.transport.getPeer(), "host", "unknown")
-
     def connectionMade(self):
-        self._slot_ip = self.peer_ip
-        if not self.factory.limiter.acquire(self._slot_ip):
-            log.warn("refused a POP3 connection from {ip}: too many", ip=self.peer_ip)
-            self.transport.write(b"-ERR [SYS/TEMP] Too many connections, try later\r\n")
-            self.transport.loseConnection()
-            self._closed = True
-            return
-        self._slot = True
-        no_delay(self.transport)
-        self.out = Output(self.transport, self.store.blobs, on_resume=self._pump)
-        self.callLater = self.factory.reactor.callLater
-        self.setTimeout(self.factory.settings.timeout)
-        self.write(f"+OK {self.factory.hostname} POP3 ready\r\n".encode())
+        refusal = b"-ERR [SYS/TEMP] Too many connections, try later\r\n"
+        if self.open_session(refusal, self.factory.settings.timeout, self._pump):
+            self.write(f"+OK {self.factory.hostname} POP3 ready\r\n".encode())
 
     def connectionLost(self, reason):
-        self._closed = True
-        self.setTimeout(None)
+        self.release_slot()
         self._unlock()
-        if self._slot:
-            self._slot = False
-            self.factory.limiter.release(self._slot_ip)
 
     def timeoutConnection(self):
         # RFC 1939 §3: an autologout does not enter the UPDATE state; nothing is deleted.
         self.write(b"-ERR Autologout; idle for too long\r\n")
         self.close()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self.out is not None:
-            self.transport.unregisterProducer()
-        self.transport.loseConnection()
 
     def _unlock(self) -> None:
         if self._locked:
@@ -142,21 +99,9 @@ class POP3Server(Protocol, TimeoutMixin):
     @property
     def login_allowed(self) -> bool:
         """RFC 2595 §2 / RFC 8314: passwords only under TLS, except from this box."""
-        if self.secure:
-            return True
-        try:
-            address = ipaddress.ip_address(self.peer_ip)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return address.is_loopback
+        return self.secure or self.loopback
 
     # -- output ---------------------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        if not self._closed and self.out is not None:
-            self.out.write(data)
 
     def ok(self, text: str = "") -> None:
         self.write(("+OK " + text).rstrip(" ").encode("utf-8") + b"\r\n")
@@ -326,21 +271,12 @@ class POP3Server(Protocol, TimeoutMixin):
         return self._login(user, password)
 
     async def _login(self, user: str, password: str):
-        throttle = self.factory.throttle
         try:
-            account_key = normalize_address(user)
-        except InvalidAddress:
-            account_key = None
-        if throttle.locked(self.peer_ip, account_key) > 0:
-            raise POP3Error("Too many failed logins, try again later", "SYS/TEMP")
-        creds = UsernamePassword(user.encode("utf-8"), password.encode("utf-8"))
-        try:
-            _, avatar, _ = await self.factory.portal.login(creds, None, IAccount)
-        except cred_error.UnauthorizedLogin:
-            await throttle.hold(throttle.failed(self.peer_ip, account_key))
-            log.info("POP3 login failed for {user!r} from {ip}", user=user, ip=self.peer_ip)
+            avatar = await self.check_password(user, password, "POP3")
+        except LoginRefused as e:
+            if e.locked:
+                raise POP3Error("Too many failed logins, try again later", "SYS/TEMP") from None
             raise POP3Error("Authentication failed", "AUTH") from None
-        throttle.succeeded(self.peer_ip, avatar.address)
         if avatar.account_id in self.factory.maildrops:
             raise POP3Error("The maildrop is in use by another POP3 session", "IN-USE")
         if self._closed:  # the client went away during the password check
