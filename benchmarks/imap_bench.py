@@ -607,6 +607,69 @@ def _searches(search: SearchTarget | None) -> list[tuple[str, tuple[str, ...]]]:
 # --- command line ----------------------------------------------------------------------------
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every read benchmark (IMAP, POP3) has: certificate checks, server, runs."""
+    parser.add_argument("--insecure", action="store_true", help="don't verify the certificate")
+    parser.add_argument("--cafile", help="verify the certificate against this CA file")
+    parser.add_argument(
+        "--server-pid",
+        action="append",
+        default=[],
+        metavar="PID",
+        help="server process whose CPU and memory to report; repeat to sum several; "
+        "'auto' adds the process(es) serving the benchmark's connection",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=1, metavar="N", help="repeat the measurements N times (1)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, metavar="SECONDS", help="socket timeout (300)"
+    )
+
+
+def check_run_arguments(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *, upgraded: bool, upgrade_flag: str
+) -> None:
+    """Check and complete what add_run_arguments and the populate/password options gave."""
+    try:
+        args.size_bytes = parse_size(args.size)
+    except ValueError as e:
+        parser.error(str(e))
+    if min(args.runs, args.populate_connections, args.size_bytes) < 1 or args.timeout <= 0:
+        parser.error("--runs, --populate-connections, --size and --timeout must be positive")
+    if args.populate < 0:
+        parser.error("--populate must be zero or more")
+    if (args.insecure or args.cafile) and not (args.tls or upgraded):
+        parser.error(f"--insecure and --cafile need --tls or {upgrade_flag}")
+    if args.insecure and args.cafile:
+        parser.error("--insecure and --cafile contradict each other")
+    if args.password_file is not None:
+        try:
+            with open(args.password_file) as f:
+                args.password = f.readline().rstrip("\r\n")
+        except OSError as e:
+            parser.error(f"--password-file: {e}")
+    args.auto = "auto" in args.server_pid
+    try:
+        args.pids = [int(pid) for pid in args.server_pid if pid != "auto"]
+    except ValueError:
+        parser.error("--server-pid takes a process id or 'auto'")
+    for pid in args.pids:
+        if process_cpu([pid]) is None:
+            parser.error(f"--server-pid {pid}: no such process (/proc/{pid}/stat)")
+
+
+def client_context(args: argparse.Namespace, upgraded: bool) -> ssl.SSLContext | None:
+    """The TLS context for --tls or the protocol's upgrade, checked unless --insecure."""
+    if not (args.tls or upgraded):
+        return None
+    context = ssl.create_default_context(cafile=args.cafile)
+    if args.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="IMAP read benchmark: open, download and search a big mailbox.",
@@ -638,22 +701,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     tls = parser.add_mutually_exclusive_group()
     tls.add_argument("--starttls", action="store_true", help="upgrade with STARTTLS first")
     tls.add_argument("--tls", action="store_true", help="implicit TLS from the first byte")
-    parser.add_argument("--insecure", action="store_true", help="don't verify the certificate")
-    parser.add_argument("--cafile", help="verify the certificate against this CA file")
-    parser.add_argument(
-        "--server-pid",
-        action="append",
-        default=[],
-        metavar="PID",
-        help="server process whose CPU and memory to report; repeat to sum several; "
-        "'auto' adds the process(es) serving the benchmark's connection",
-    )
-    parser.add_argument(
-        "--runs", type=int, default=1, metavar="N", help="repeat the measurements N times (1)"
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=300.0, metavar="SECONDS", help="socket timeout (300)"
-    )
+    add_run_arguments(parser)
     parser.add_argument(
         "--target-open", type=float, default=0.3, metavar="SECONDS", help="open target (0.3)"
     )
@@ -662,44 +710,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    try:
-        args.size_bytes = parse_size(args.size)
-    except ValueError as e:
-        parser.error(str(e))
-    if min(args.runs, args.populate_connections, args.size_bytes) < 1 or args.timeout <= 0:
-        parser.error("--runs, --populate-connections, --size and --timeout must be positive")
-    if args.populate < 0:
-        parser.error("--populate must be zero or more")
-    if (args.insecure or args.cafile) and not (args.tls or args.starttls):
-        parser.error("--insecure and --cafile need --tls or --starttls")
-    if args.insecure and args.cafile:
-        parser.error("--insecure and --cafile contradict each other")
-    if args.password_file is not None:
-        try:
-            with open(args.password_file) as f:
-                args.password = f.readline().rstrip("\r\n")
-        except OSError as e:
-            parser.error(f"--password-file: {e}")
-    args.auto = "auto" in args.server_pid
-    try:
-        args.pids = [int(pid) for pid in args.server_pid if pid != "auto"]
-    except ValueError:
-        parser.error("--server-pid takes a process id or 'auto'")
-    for pid in args.pids:
-        if process_cpu([pid]) is None:
-            parser.error(f"--server-pid {pid}: no such process (/proc/{pid}/stat)")
+    check_run_arguments(parser, args, upgraded=args.starttls, upgrade_flag="--starttls")
     if args.port is None:
         args.port = 993 if args.tls else 143
     return args
 
 
 def make_target(args: argparse.Namespace) -> Target:
-    context = None
-    if args.tls or args.starttls:
-        context = ssl.create_default_context(cafile=args.cafile)
-        if args.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+    context = client_context(args, args.starttls)
     return Target(
         host=args.host,
         port=args.port,

@@ -69,12 +69,13 @@ from dataclasses import asdict, dataclass, field
 from benchmarks.imap_bench import (
     ServerWatch,
     Target,
+    add_run_arguments,
+    check_run_arguments,
+    client_context,
     client_cpu,
     delta,
     populate,
-    process_cpu,
 )
-from mailbox_appliance.config import parse_size
 
 SHOWN_ERRORS = 5  # per run
 
@@ -276,62 +277,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     tls = parser.add_mutually_exclusive_group()
     tls.add_argument("--stls", action="store_true", help="upgrade with STLS first")
     tls.add_argument("--tls", action="store_true", help="implicit TLS from the first byte")
-    parser.add_argument("--insecure", action="store_true", help="don't verify the certificate")
-    parser.add_argument("--cafile", help="verify the certificate against this CA file")
-    parser.add_argument(
-        "--server-pid",
-        action="append",
-        default=[],
-        metavar="PID",
-        help="server process whose CPU and memory to report; repeat to sum several; "
-        "'auto' adds the process(es) serving the benchmark's connection",
-    )
-    parser.add_argument(
-        "--runs", type=int, default=1, metavar="N", help="repeat the measurements N times (1)"
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=300.0, metavar="SECONDS", help="socket timeout (300)"
-    )
+    add_run_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    try:
-        args.size_bytes = parse_size(args.size)
-    except ValueError as e:
-        parser.error(str(e))
-    if min(args.runs, args.populate_connections, args.size_bytes) < 1 or args.timeout <= 0:
-        parser.error("--runs, --populate-connections, --size and --timeout must be positive")
-    if args.populate < 0:
-        parser.error("--populate must be zero or more")
-    if (args.insecure or args.cafile) and not (args.tls or args.stls):
-        parser.error("--insecure and --cafile need --tls or --stls")
-    if args.insecure and args.cafile:
-        parser.error("--insecure and --cafile contradict each other")
-    if args.password_file is not None:
-        try:
-            with open(args.password_file) as f:
-                args.password = f.readline().rstrip("\r\n")
-        except OSError as e:
-            parser.error(f"--password-file: {e}")
-    args.auto = "auto" in args.server_pid
-    try:
-        args.pids = [int(pid) for pid in args.server_pid if pid != "auto"]
-    except ValueError:
-        parser.error("--server-pid takes a process id or 'auto'")
-    for pid in args.pids:
-        if process_cpu([pid]) is None:
-            parser.error(f"--server-pid {pid}: no such process (/proc/{pid}/stat)")
+    check_run_arguments(parser, args, upgraded=args.stls, upgrade_flag="--stls")
     if args.port is None:
         args.port = 995 if args.tls else 110
     return args
 
 
 def make_target(args: argparse.Namespace) -> POP3Target:
-    context = None
-    if args.tls or args.stls:
-        context = ssl.create_default_context(cafile=args.cafile)
-        if args.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+    context = client_context(args, args.stls)
     return POP3Target(
         host=args.host,
         port=args.port,
