@@ -53,6 +53,14 @@ class MailServiceFactory(ServerFactory):
         self.tls_context = tls_context
 
 
+def peer_host(transport) -> str:
+    """The client's address, asked when needed: behind a ``haproxy:`` listener the transport
+    knows it only once the PROXY header has been read, after connectionMade."""
+    if transport is None:
+        return "unknown"
+    return getattr(transport.getPeer(), "host", "unknown")
+
+
 class LoginRefused(Exception):
     """A login did not succeed: ``locked`` (too many failures) or ``failed`` (bad password)."""
 
@@ -71,11 +79,7 @@ class MailSession(Protocol, TimeoutMixin):
 
     @property
     def peer_ip(self) -> str:
-        """The client's address, asked each time: behind a ``haproxy:`` listener the transport
-        knows it only once the PROXY header has been read, after connectionMade."""
-        if self.transport is None:
-            return "unknown"
-        return getattr(self.transport.getPeer(), "host", "unknown")
+        return peer_host(self.transport)
 
     @property
     def loopback(self) -> bool:

@@ -687,3 +687,39 @@ class QuotaGrowthTests(_SMTPTestCase):
             ),
             logged,
         )
+
+
+class ProxiedMXTests(TestCase):
+    """The MX behind a ``haproxy:`` listener: the client is the one the PROXY header names."""
+
+    @inlineCallbacks
+    def setUp(self):
+        listen = {"smtp": ["haproxy:tcp:0:interface=127.0.0.1"]}
+        self.appliance = yield started_appliance(self, listen=listen)
+        self.alice = yield add_account(self.appliance, "alice@example.test")
+
+    @inlineCallbacks
+    def test_received_names_the_proxied_client(self):
+        port = port_of(self.appliance, "smtp")
+
+        def send():
+            client = RawSMTP(port)
+            try:
+                client.send(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n")
+                client.reply()
+                client.command("EHLO client.test")
+                client.send(
+                    b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+                )
+                client.replies(3)
+                client.send(MESSAGE + b".\r\n")
+                return client.replies(1)[0]
+            finally:
+                client.close()
+
+        answer = yield deferToThread(send)
+        self.assertTrue(answer.startswith("250"), answer)
+        (message,) = yield inbox(self.appliance.store, self.alice)
+        received = message.split(b"\r\n")[1]
+        self.assertIn(b"192.0.2.7", received)
+        self.assertNotIn(b"127.0.0.1", received)

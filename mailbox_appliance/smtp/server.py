@@ -33,6 +33,7 @@ from mailbox_appliance.errors import InvalidAddress
 from mailbox_appliance.interfaces import IAccount
 from mailbox_appliance.mime.scanner import MimeScanner
 from mailbox_appliance.netutil import no_delay
+from mailbox_appliance.protocols import peer_host
 from mailbox_appliance.smtp import received
 from mailbox_appliance.smtp.framing import DotDecoder
 from mailbox_appliance.smtp.paths import SMTPReplyError, parse_mail, parse_rcpt
@@ -74,7 +75,7 @@ class SMTPServer(LineReceiver, TimeoutMixin):
     def __init__(self, factory):
         self.factory = factory
         self.settings = factory.settings
-        self.peer_ip = "unknown"
+        self._slot_ip = "unknown"
         self.secure = factory.implicit_tls
         self.helo: str | None = None
         self.esmtp = False
@@ -92,10 +93,15 @@ class SMTPServer(LineReceiver, TimeoutMixin):
 
     # -- connection ---------------------------------------------------------------------
 
+    @property
+    def peer_ip(self) -> str:
+        """The client (behind a ``haproxy:`` listener: the one its PROXY header names)."""
+        return peer_host(self.transport)
+
     def connectionMade(self):
         self.callLater = self.factory.reactor.callLater
-        self.peer_ip = getattr(self.transport.getPeer(), "host", "unknown")
-        if not self.factory.limiter.acquire(self.peer_ip):
+        self._slot_ip = self.peer_ip
+        if not self.factory.limiter.acquire(self._slot_ip):
             log.warn("refused a connection from {ip}: too many connections", ip=self.peer_ip)
             self.reply(421, "4.7.0", f"{self.factory.hostname} Too many connections, try later")
             self.transport.loseConnection()
@@ -111,7 +117,7 @@ class SMTPServer(LineReceiver, TimeoutMixin):
         self._reset_transaction()
         if self._slot:
             self._slot = False
-            self.factory.limiter.release(self.peer_ip)
+            self.factory.limiter.release(self._slot_ip)
 
     def timeoutConnection(self):
         self.reply(421, "4.4.2", f"{self.factory.hostname} Timeout exceeded, closing")
