@@ -11,16 +11,13 @@ import hashlib
 import os
 import re
 import signal
-import subprocess
-import sys
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.support.config import config_data
 from tests.support.imap_clients import RawIMAP
-from tests.support.processes import Twistd, child_env, free_port, write_config
+from tests.support.processes import ChildAppliance, vm_field
 
 MiB = 1024**2
 LINE = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxy\r\n"
@@ -28,45 +25,12 @@ BLOCK = LINE * (MiB // len(LINE))
 HEADER = b"From: a@remote.test\r\nSubject: a big one\r\n\r\n"
 
 
-def _vm(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {field} for {pid}")
+class ChildIMAPTests(ChildAppliance, TestCase):
+    services = ("imap",)
 
-
-class ChildIMAPTests(TestCase):
     def setUp(self):
-        self.workdir = os.path.abspath(self.mktemp())
-        os.makedirs(self.workdir)
-        self.port = free_port()
-        data = config_data(
-            os.path.join(self.workdir, "var"),
-            listen={"imap": [f"tcp:{self.port}:interface=127.0.0.1"]},
-        )
-        self.config_path = write_config(os.path.join(self.workdir, "appliance.yaml"), data)
-        self.cli("domain", "add", "example.test")
-        self.cli(
-            "user", "add", "alice@example.test", "--password-stdin", "--quota", "2 GiB", stdin="pw"
-        )
-        self.twistd = self.start()
-
-    def cli(self, *args: str, stdin: str | None = None) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "mailbox_appliance", "--config", self.config_path, *args],
-            input=stdin,
-            text=True,
-            env=child_env(),
-            check=True,
-            capture_output=True,
-        )
-
-    def start(self) -> Twistd:
-        twistd = Twistd(self.workdir, "--config", self.config_path)
-        self.addCleanup(lambda: twistd.process.poll() is None and twistd.stop())
-        twistd.wait_for("imap listening on")
-        return twistd
+        super().setUp()
+        self.port = self.ports["imap"]
 
     def connect(self):
         client = RawIMAP(self.port)
@@ -112,7 +76,7 @@ class ChildIMAPTests(TestCase):
             finally:
                 client.close()
 
-        before = _vm(pid, "VmHWM")
+        before = vm_field(pid, "VmHWM")
         answer, digest = yield deferToThread(append)
         self.assertRegex(answer, rb"^b OK \[APPENDUID \d+ 1\]")
         length, fetched, done = yield deferToThread(fetch, b"BODY.PEEK[]")
@@ -124,7 +88,7 @@ class ChildIMAPTests(TestCase):
         start = offset % len(BLOCK)
         expected = (BLOCK * 2)[start : start + 1000000]
         self.assertEqual((length, fetched), (1000000, hashlib.sha256(expected).hexdigest()))
-        growth = _vm(pid, "VmHWM") - before
+        growth = vm_field(pid, "VmHWM") - before
         self.assertLess(growth, 64 * MiB, f"peak RSS grew by {growth / MiB:.1f} MiB")
 
     @inlineCallbacks

@@ -9,32 +9,19 @@ to the original.  The server needs a process of its own so that its memory is it
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.support.config import config_data
 from tests.support.pop3 import DOT_HEADER, MiB, RawPOP3, append_streamed, dot_block
-from tests.support.processes import Twistd, child_env, free_port, write_config
+from tests.support.processes import ChildAppliance, vm_field
 
 #: 1 MiB of 64-byte lines, two of three starting with dots, after a 64-byte header: every
 #: chunk the server reads starts with a line, a third of them with a dot line.
 BLOCK = dot_block(MiB)
 HEADER = DOT_HEADER
 TRAILER = b"\r\n.\r\n"  # the message ends with a line that is only a dot
-
-
-def _vm(pid: int, field: str) -> int:
-    """A ``/proc/PID/status`` memory field, in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {field} for {pid}")
 
 
 def _reset_peak(pid: int) -> bool:
@@ -47,39 +34,13 @@ def _reset_peak(pid: int) -> bool:
         return False
 
 
-class ChildPOP3Tests(TestCase):
+class ChildPOP3Tests(ChildAppliance, TestCase):
+    services = ("imap", "pop3")
     timeout = 600
 
     def setUp(self):
-        self.workdir = os.path.abspath(self.mktemp())
-        os.makedirs(self.workdir)
-        self.imap_port, self.pop3_port = free_port(), free_port()
-        data = config_data(
-            os.path.join(self.workdir, "var"),
-            listen={
-                "imap": [f"tcp:{self.imap_port}:interface=127.0.0.1"],
-                "pop3": [f"tcp:{self.pop3_port}:interface=127.0.0.1"],
-            },
-        )
-        self.config_path = write_config(os.path.join(self.workdir, "appliance.yaml"), data)
-        self.cli("domain", "add", "example.test")
-        self.cli(
-            "user", "add", "alice@example.test", "--password-stdin", "--quota", "2 GiB", stdin="pw"
-        )
-        self.twistd = Twistd(self.workdir, "--config", self.config_path)
-        self.addCleanup(lambda: self.twistd.process.poll() is None and self.twistd.stop())
-        self.twistd.wait_for("pop3 listening on")
-        self.twistd.wait_for("imap listening on")
-
-    def cli(self, *args: str, stdin: str | None = None) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "mailbox_appliance", "--config", self.config_path, *args],
-            input=stdin,
-            text=True,
-            env=child_env(),
-            check=True,
-            capture_output=True,
-        )
+        super().setUp()
+        self.imap_port, self.pop3_port = self.ports["imap"], self.ports["pop3"]
 
     @inlineCallbacks
     def test_500_mib_retr_is_stuffed_exactly_with_server_rss_growth_under_64_mib(self):
@@ -101,9 +62,9 @@ class ChildPOP3Tests(TestCase):
             append_streamed, self.imap_port, "alice@example.test", "pw", size, parts()
         )
         self.assertEqual(uid, 1)
-        before = _vm(pid, "VmHWM")
+        before = vm_field(pid, "VmHWM")
         if _reset_peak(pid):  # measure the RETR alone, not the APPEND before it
-            before = _vm(pid, "VmHWM")
+            before = vm_field(pid, "VmHWM")
 
         def retr():
             client = RawPOP3(self.pop3_port, timeout=300)
@@ -117,7 +78,7 @@ class ChildPOP3Tests(TestCase):
                 client.close()
 
         listed, first, length, sha256 = yield deferToThread(retr)
-        growth = _vm(pid, "VmHWM") - before
+        growth = vm_field(pid, "VmHWM") - before
         self.assertEqual(listed, b"+OK 1 %d\r\n" % size)
         self.assertTrue(first.startswith(b"+OK"), first)
         self.assertEqual((length, sha256), (size, digest.hexdigest()))

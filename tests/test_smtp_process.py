@@ -10,63 +10,26 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import subprocess
-import sys
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from mailbox_appliance.config import load_config
-from tests.support.config import config_data
-from tests.support.processes import Twistd, child_env, free_port, write_config
+from tests.support.processes import ChildAppliance, vm_field
 from tests.support.smtp import RawSMTP, body_of, inbox
 from tests.support.store import started_store
 
 MiB = 1024**2
 
 
-def _vm(pid: int, field: str) -> int:
-    """A ``/proc/PID/status`` memory field, in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {field} for {pid}")
+class ChildApplianceTests(ChildAppliance, TestCase):
+    services = ("smtp",)
+    config = {"smtp": {"max_message_size": "600 MiB"}}
 
-
-class ChildApplianceTests(TestCase):
     def setUp(self):
-        self.workdir = os.path.abspath(self.mktemp())
-        os.makedirs(self.workdir)
-        self.port = free_port()
-        data = config_data(
-            os.path.join(self.workdir, "var"),
-            listen={"smtp": [f"tcp:{self.port}:interface=127.0.0.1"]},
-            smtp={"max_message_size": "600 MiB"},
-        )
-        self.config_path = write_config(os.path.join(self.workdir, "appliance.yaml"), data)
-        self.cli("domain", "add", "example.test")
-        self.cli(
-            "user", "add", "alice@example.test", "--password-stdin", "--quota", "2 GiB", stdin="pw"
-        )
-        self.twistd = self.start()
-
-    def cli(self, *args: str, stdin: str | None = None) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "mailbox_appliance", "--config", self.config_path, *args],
-            input=stdin,
-            text=True,
-            env=child_env(),
-            check=True,
-            capture_output=True,
-        )
-
-    def start(self) -> Twistd:
-        twistd = Twistd(self.workdir, "--config", self.config_path)
-        self.addCleanup(lambda: twistd.process.poll() is None and twistd.stop())
-        twistd.wait_for("smtp listening on")
-        return twistd
+        super().setUp()
+        self.port = self.ports["smtp"]
 
     def envelope(self, client: RawSMTP, size: int | None = None) -> list[str]:
         client.reply()
@@ -100,9 +63,9 @@ class ChildApplianceTests(TestCase):
             finally:
                 client.close()
 
-        before = _vm(pid, "VmHWM")
+        before = vm_field(pid, "VmHWM")
         envelope, answer, digest = yield deferToThread(send)
-        growth = _vm(pid, "VmHWM") - before
+        growth = vm_field(pid, "VmHWM") - before
         self.assertEqual([a[:3] for a in envelope], ["250", "250", "354"])
         self.assertTrue(answer.startswith("250 2.0.0"), answer)
         self.assertLess(growth, 64 * MiB, f"peak RSS grew by {growth / MiB:.1f} MiB")

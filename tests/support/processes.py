@@ -10,6 +10,8 @@ import time
 
 import yaml
 
+from tests.support.config import config_data
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -77,3 +79,54 @@ class Twistd:
         if self.process.poll() is None:
             self.process.terminate()
         return self.wait()
+
+
+def vm_field(pid: int, field: str) -> int:
+    """A ``/proc/PID/status`` memory field (``VmHWM``, ``VmRSS``), in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
+class ChildAppliance:
+    """Set-up for tests against ``twistd -n mailbox-appliance`` in a child process: a config
+    listening on ``services`` (free loopback ports in ``self.ports``), the domain
+    example.test and alice@example.test (password "pw", 2 GiB quota), the process running."""
+
+    services: tuple[str, ...] = ()
+    config: dict = {}
+
+    def setUp(self):
+        self.workdir = os.path.abspath(self.mktemp())
+        os.makedirs(self.workdir)
+        self.ports = {service: free_port() for service in self.services}
+        data = config_data(
+            os.path.join(self.workdir, "var"),
+            listen={s: [f"tcp:{p}:interface=127.0.0.1"] for s, p in self.ports.items()},
+            **self.config,
+        )
+        self.config_path = write_config(os.path.join(self.workdir, "appliance.yaml"), data)
+        self.cli("domain", "add", "example.test")
+        self.cli(
+            "user", "add", "alice@example.test", "--password-stdin", "--quota", "2 GiB", stdin="pw"
+        )
+        self.twistd = self.start()
+
+    def cli(self, *args: str, stdin: str | None = None) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "mailbox_appliance", "--config", self.config_path, *args],
+            input=stdin,
+            text=True,
+            env=child_env(),
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> Twistd:
+        twistd = Twistd(self.workdir, "--config", self.config_path)
+        self.addCleanup(lambda: twistd.process.poll() is None and twistd.stop())
+        for service in self.services:
+            twistd.wait_for(f"{service} listening on")
+        return twistd
