@@ -22,7 +22,8 @@ from mailbox_appliance.monitor.limits import ConnectionLimiter
 from mailbox_appliance.output import STREAM_CHUNK
 from mailbox_appliance.pop3.factory import POP3Factory
 from mailbox_appliance.pop3.server import MAX_LINE, SMALL
-from mailbox_appliance.pop3.stuffing import DotStuffer, TopFilter
+from mailbox_appliance.pop3.stuffing import TopFilter
+from mailbox_appliance.stuffing import DotStuffer
 from mailbox_appliance.throttle import LoginThrottle, ThrottleSettings
 from tests.support.imap_session import (
     ALICE,

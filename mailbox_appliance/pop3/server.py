@@ -18,8 +18,9 @@ from twisted.logger import Logger
 
 from mailbox_appliance import sasl
 from mailbox_appliance.output import ConnectionGone
-from mailbox_appliance.pop3.stuffing import DotStuffer, TopFilter
+from mailbox_appliance.pop3.stuffing import TopFilter
 from mailbox_appliance.protocols import LoginRefused, MailSession
+from mailbox_appliance.stuffing import DotStuffer
 
 log = Logger()
 
