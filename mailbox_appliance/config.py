@@ -20,6 +20,15 @@ from types import MappingProxyType
 
 import yaml
 
+from mailbox_appliance.config_delivery import (
+    DeliveryConfig,
+    DNSConfig,
+    RoutingConfig,
+    check_delivery,
+    check_dns,
+    check_routing,
+)
+
 ENV_VAR = "MAILBOX_APPLIANCE_CONFIG"
 
 #: Every service the appliance knows, in the order listeners start.
@@ -250,6 +259,9 @@ class Config:
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     pop3: POP3Config = field(default_factory=POP3Config)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    dns: DNSConfig = field(default_factory=DNSConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     #: The file this configuration came from (None = built-in defaults); not a YAML key.
     source: str | None = field(default=None, metadata={"internal": True})
 
@@ -294,6 +306,8 @@ def _type_name(tp: object) -> str:
         return " or ".join(_type_name(a) for a in args) + " or null"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
     return str(tp)
 
 
@@ -320,6 +334,13 @@ def _convert(value: object, tp: object, path: str, errors: list[str]) -> object:
         return _convert(value, inner, path, errors)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path, errors)
+    if origin is tuple:  # tuple[X, ...]: a YAML list
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected a list, got {_show(value)}")
+            return ()
+        return tuple(
+            _convert(item, args[0], f"{path}[{i}]", errors) for i, item in enumerate(value)
+        )
     if tp is Size:
         try:
             return Size(parse_size(value))
@@ -511,6 +532,9 @@ _SEMANTIC_CHECKS = (
     ("pop3", _check_pop3),
     ("quota", _check_quota),
     ("data_dir", _check_data_dir),
+    ("delivery", lambda config, errors: check_delivery(config.delivery, errors)),
+    ("dns", lambda config, errors: check_dns(config.dns, errors)),
+    ("routing", lambda config, errors: check_routing(config.routing, errors)),
 )
 
 

@@ -95,6 +95,28 @@ class _MigrationTests:
             indexes = {ix["name"] for ix in inspect(conn).get_indexes("mailbox_expunges")}
             self.assertIn("ix_mailbox_expunges_mailbox_id_modseq", indexes)
 
+    def test_upgrade_from_0003_keeps_the_queue_and_adds_delivery_state(self):
+        engine = self._engine()
+        with engine.begin() as conn:
+            command.upgrade(migrate.alembic_config(conn), "0003")
+            for statement in [
+                "INSERT INTO blobs (sha256, size, tier, refcount, created, last_access)"
+                " VALUES ('ab', 10, 'hot', 1, '2026-01-01', '2026-01-01')",
+                "INSERT INTO outbound_queue (id, kind, blob_sha256, skip_bytes, sender,"
+                " recipient, created, next_attempt, attempts)"
+                " VALUES (1, 'relay', 'ab', 0, 'a@a.test', 'b@b.test', '2026-01-01',"
+                " '2026-01-01', 2)",
+            ]:
+                conn.execute(text(statement))
+        self.assertEqual(migrate.upgrade(self.url), ("0003", migrate.head_revision()))
+        q = schema.outbound_queue
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(q.c.recipient, q.c.attempts, q.c.claimed, q.c.delay_notified, q.c.status)
+            ).one()
+            self.assertEqual(tuple(row), ("b@b.test", 2, False, False, None))
+            self.assertEqual(conn.execute(select(schema.routing_state)).all(), [])
+
     def test_stale_schema_is_refused_with_the_upgrade_command(self):
         migrate.upgrade(self.url)
         # Pretend this software is one revision ahead of the database.
@@ -143,4 +165,8 @@ class PackagingTests(SynchronousTestCase):
         self.assertIn("mailbox_appliance/migrations/versions/0001_initial_schema.py", names)
         self.assertIn("mailbox_appliance/migrations/versions/0002_outbound_queue.py", names)
         self.assertIn("mailbox_appliance/migrations/versions/0003_imap_mailbox_state.py", names)
+        self.assertIn(
+            "mailbox_appliance/migrations/versions/0004_outbound_delivery_state.py", names
+        )
         self.assertIn("twisted/plugins/mailbox_appliance_plugin.py", names)
+        self.assertIn("twisted/plugins/mailbox_appliance_routing.py", names)

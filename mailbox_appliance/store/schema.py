@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 # Constraint names are fixed so migrations can refer to them on every backend.
@@ -190,4 +191,23 @@ outbound_queue = Table(
     Column("attempts", Integer, nullable=False, default=0),
     #: Why it is here (a bounce) or why the last attempt failed (a relay).
     Column("reason", Text, nullable=True),
+    #: RFC 3463 status of the failure (``5.1.1``, ``4.4.1``) and the server that said so.
+    Column("status", String(16), nullable=True),
+    Column("remote_mta", String(255), nullable=True),
+    Column("last_attempt", DateTime(timezone=True), nullable=True),
+    #: The sender was told that this recipient's mail is delayed (delivery.delay_notice).
+    Column("delay_notified", Boolean, nullable=False, default=False, server_default=false()),
+    #: A running queue runner has it in hand; cleared at its start, so a crash loses nothing.
+    Column("claimed", Boolean, nullable=False, default=False, server_default=false()),
+)
+
+#: What the queue runner has measured about each route (``mailbox-appliance routes``): one row
+#: per (route, destination domain); domain "" holds the route's own state (DNSBL listing).
+routing_state = Table(
+    "routing_state",
+    metadata,
+    Column("route", String(64), primary_key=True),
+    Column("domain", String(255), primary_key=True),
+    Column("state", JSON, nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
 )

@@ -1,0 +1,135 @@
+"""DNS for outbound mail through ``twisted.names`` (never a blocking resolver call).
+
+RFC 5321 §5.1: the MX records of the destination domain, lowest preference first and in
+random order among equals; with no MX record the domain itself is the one host (the implicit
+MX).  RFC 7505: a single MX of "." (a null MX) says the domain takes no mail, so the message is
+bounced at once.  A domain that does not exist is bounced; any other DNS trouble (SERVFAIL, a
+timeout) is temporary and the message waits for the next attempt.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import socket
+from collections.abc import Sequence
+
+from twisted.internet.defer import FirstError, gatherResults
+from twisted.names import client, dns, error
+from twisted.python.failure import Failure
+
+from mailbox_appliance.routing import Hop, RoutingError
+
+#: Names may be CNAMEs; twisted.names follows them within the answer section.
+_ADDRESS_TYPES = ((dns.A, "A"), (dns.AAAA, "AAAA"))
+
+
+class Resolver:
+    def __init__(
+        self,
+        reactor,
+        nameservers: Sequence[tuple[str, int]] = (),
+        timeout: float = 10.0,
+        rng: random.Random | None = None,
+    ):
+        # Retries at 1/3 and 2/3 of the budget, then give up: the queue retries later anyway.
+        timeouts = (timeout / 3, timeout / 3, timeout / 3)
+        if nameservers:
+            self._resolver = client.Resolver(
+                servers=list(nameservers), reactor=reactor, timeout=timeouts
+            )
+        else:
+            self._resolver = client.Resolver(
+                resolv="/etc/resolv.conf", reactor=reactor, timeout=timeouts
+            )
+        self._random = rng or random.Random()
+
+    async def mail_hosts(self, domain: str) -> list[str]:
+        """The hosts that take mail for ``domain``, in the order to try them."""
+        try:
+            answers, _, _ = await self._resolver.lookupMailExchange(domain)
+        except error.DNSNameError:
+            raise RoutingError("5.1.2", f"the domain {domain} does not exist") from None
+        except Exception as e:
+            raise _temporary(domain, "MX", e) from None
+        records = [(r.payload.preference, str(r.payload.name)) for r in answers if r.type == dns.MX]
+        if not records:
+            return [domain]  # RFC 5321 §5.1: the implicit MX
+        if any(name in ("", ".") for _, name in records):
+            # RFC 7505 §3: a null MX (preference 0, "."): the domain accepts no mail.
+            raise RoutingError("5.1.10", f"the domain {domain} accepts no mail (null MX)")
+        self._random.shuffle(records)
+        records.sort(key=lambda record: record[0])
+        return [name.rstrip(".") for _, name in records]
+
+    async def addresses(self, host: str) -> list[str]:
+        """IPv4 then IPv6 addresses of ``host``; [] when it has none or does not exist."""
+        if _is_ip(host):
+            return [host]
+        lookups = [self._addresses(host, rtype, name) for rtype, name in _ADDRESS_TYPES]
+        try:
+            found = await gatherResults(lookups, consumeErrors=True)
+        except FirstError as e:
+            e.subFailure.raiseException()
+        return [address for addresses in found for address in addresses]
+
+    def _addresses(self, host: str, rtype: int, name: str):
+        resolver = self._resolver
+        lookup = resolver.lookupAddress if rtype == dns.A else resolver.lookupIPV6Address
+
+        def _found(result) -> list[str]:
+            answers, _, _ = result
+            return [_text(r.payload) for r in answers if r.type == rtype]
+
+        def _failed(failure: Failure):
+            if failure.check(error.DNSNameError):
+                return []
+            raise _temporary(host, name, failure.value)
+
+        return lookup(host).addCallbacks(_found, _failed)
+
+    async def lookup_a(self, name: str) -> list[str]:
+        """The A records of ``name`` (DNSBL queries); [] when it does not exist."""
+        return await self._addresses(name, dns.A, "A")
+
+    async def next_hops(self, domain: str, port: int) -> list[Hop]:
+        """Every address of every mail host of ``domain``, in the order to try them."""
+        hosts = await self.mail_hosts(domain)
+        hops: list[Hop] = []
+        trouble: RoutingError | None = None
+        for host in hosts:
+            try:
+                hops += [Hop(host, address, port) for address in await self.addresses(host)]
+            except RoutingError as e:  # one MX host's trouble: the others may do
+                trouble = e
+        if not hops:
+            if trouble is not None:
+                raise trouble
+            # RFC 5321 §5.1: no host with an address means the mail cannot be delivered.
+            raise RoutingError("5.1.2", f"no mail server of {domain} has an address")
+        return hops
+
+    async def relay_hops(self, host: str, port: int) -> list[Hop]:
+        addresses = await self.addresses(host)
+        if not addresses:
+            raise RoutingError("4.4.3", f"the relay {host} has no address")
+        return [Hop(host, address, port) for address in addresses]
+
+
+def _text(record) -> str:
+    if isinstance(record, dns.Record_A):
+        return record.dottedQuad()
+    return socket.inet_ntop(socket.AF_INET6, record.address)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _temporary(name: str, rtype: str, e: BaseException) -> RoutingError:
+    why = type(e).__name__ if isinstance(e, error.DomainError | error.TimeoutError) else str(e)
+    return RoutingError("4.4.3", f"DNS {rtype} lookup of {name} failed: {why or type(e).__name__}")
