@@ -46,6 +46,8 @@ class DeliveryConfig:
     poll_interval: float = 5.0
     #: The name given in EHLO; null = ``hostname``.
     helo: str | None = None
+    #: Keep outbound mail queued and send nothing (maintenance; a box not yet set up to send).
+    hold: bool = False
 
 
 @dataclass(frozen=True)

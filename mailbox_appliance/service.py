@@ -23,6 +23,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from mailbox_appliance.auth import Passwords, make_portal
 from mailbox_appliance.config import IMPLICIT_TLS, SERVICES, Config
 from mailbox_appliance.monitor.limits import ConnectionLimiter
+from mailbox_appliance.smtp.runner import build_queue_runner
 from mailbox_appliance.store import Store
 from mailbox_appliance.throttle import LoginThrottle, ThrottleSettings
 from mailbox_appliance.tls import server_context_factory
@@ -112,6 +113,7 @@ class Appliance:
         #: Accounts with a POP3 session holding their maildrop (both POP3 services).
         self.pop3_maildrops: set[int] = set()
         self.ports: dict[str, list[IListeningPort]] = {}
+        self.queue_runner = build_queue_runner(config, reactor, self.store)
         self._gc = LoopingCall(self._collect_garbage)
         self._gc.clock = reactor
         self._tls = None
@@ -138,6 +140,7 @@ class Appliance:
         if self.config.storage.gc_interval:
             self._gc.start(self.config.storage.gc_interval, now=False)
         try:
+            yield self.queue_runner.startService()
             yield self._listen_all()
         except BaseException:
             yield self.stop()
@@ -182,6 +185,12 @@ class Appliance:
                     log.failure("stopping the listener on {address} failed", address=_where(port))
         if self._gc.running:
             self._gc.stop()
+        if self.queue_runner.running:
+            try:
+                yield self.queue_runner.stopService()
+            except Exception:
+                log.failure("stopping the queue runner failed")
+        self.queue_runner.resolver.close()
         if self.running:
             self.running = False
             self.passwords.stop()

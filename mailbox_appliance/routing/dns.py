@@ -32,17 +32,32 @@ class Resolver:
         timeout: float = 10.0,
         rng: random.Random | None = None,
     ):
+        self._reactor = reactor
+        self._nameservers = list(nameservers)
         # Retries at 1/3 and 2/3 of the budget, then give up: the queue retries later anyway.
-        timeouts = (timeout / 3, timeout / 3, timeout / 3)
-        if nameservers:
-            self._resolver = client.Resolver(
-                servers=list(nameservers), reactor=reactor, timeout=timeouts
-            )
-        else:
-            self._resolver = client.Resolver(
-                resolv="/etc/resolv.conf", reactor=reactor, timeout=timeouts
-            )
+        self._timeouts = (timeout / 3, timeout / 3, timeout / 3)
+        self._client: client.Resolver | None = None
         self._random = rng or random.Random()
+
+    @property
+    def _resolver(self) -> client.Resolver:
+        """Made at first use: with the system's resolv.conf it starts a re-read timer."""
+        if self._client is None:
+            if self._nameservers:
+                self._client = client.Resolver(
+                    servers=self._nameservers, reactor=self._reactor, timeout=self._timeouts
+                )
+            else:
+                self._client = client.Resolver(
+                    resolv="/etc/resolv.conf", reactor=self._reactor, timeout=self._timeouts
+                )
+        return self._client
+
+    def close(self) -> None:
+        """Stop re-reading /etc/resolv.conf (twisted.names checks it every minute)."""
+        call = getattr(self._client, "_parseCall", None)
+        if call is not None and call.active():
+            call.cancel()
 
     async def mail_hosts(self, domain: str) -> list[str]:
         """The hosts that take mail for ``domain``, in the order to try them."""

@@ -46,6 +46,9 @@ class Store:
         )
         #: Tells watchers of a mailbox (IMAP IDLE, POP3) when a commit changed it.
         self.notifier = Notifier(reactor)
+        #: Called (no arguments) after a commit that queued outbound mail or a bounce: the
+        #: queue runner, so new mail leaves at once instead of at its next poll.
+        self.queue_listeners: list[Callable[[], object]] = []
         self.notifier.attach(self.db.engine)
 
     @classmethod
@@ -179,7 +182,15 @@ class Store:
             quota=self.quota_policy,
             structure=structure,
         )
-        return self.db.write_batched(deliver_many_txn, item)
+        d = self.db.write_batched(deliver_many_txn, item)
+        if remote:
+            d.addCallback(self._queued)
+        return d
+
+    def _queued(self, result: T) -> T:
+        for listener in list(self.queue_listeners):
+            listener()
+        return result
 
     # -- IMAP: mailboxes ---------------------------------------------------------------------
     # Refusals fail with errors.MailboxError; its ``code`` is the IMAP response code.
@@ -334,10 +345,46 @@ class Store:
     def add_bounces(
         self, ref: BlobRef, sender: str, failures: Sequence[tuple[str, str]]
     ) -> Deferred[int]:
-        return self._write(queue.add_bounces_txn, ref, sender, failures)
+        return self._write(queue.add_bounces_txn, ref, sender, failures).addCallback(self._queued)
 
     def list_queue(self) -> Deferred[list[dict[str, Any]]]:
         return self._read(queue.list_queue_txn)
+
+    # -- the outbound queue (smtp/runner.py and ``mailbox-appliance queue``) -----------------
+
+    def release_claims(self) -> Deferred[int]:
+        return self._write(queue.release_claims_txn)
+
+    def claim_due(self, limit: int) -> Deferred[list[dict[str, Any]]]:
+        return self._write(queue.claim_due_txn, queue.utcnow(), limit)
+
+    def settle(self, settlements: Sequence[queue.Settlement]) -> Deferred[int]:
+        """Record the fate of claimed rows; many runners' calls share one commit."""
+        return self.db.write_batched(queue.settle_many_txn, list(settlements))
+
+    def dsn_sent(self, ids: Sequence[int], item: Delivery | None) -> Deferred[Outcome | None]:
+        d = self._write(queue.dsn_sent_txn, ids, item)
+        if item is not None and item.outbound:
+            d.addCallback(self._queued)
+        return d
+
+    def queue_row(self, row_id: int) -> Deferred[dict[str, Any] | None]:
+        return self._read(queue.queue_row_txn, row_id)
+
+    def retry_queued(self, row_id: int | None) -> Deferred[int]:
+        return self._write(queue.retry_now_txn, row_id).addCallback(self._queued)
+
+    def delete_queued(self, row_id: int) -> Deferred[bool]:
+        return self._write(queue.delete_row_txn, row_id)
+
+    def bounce_queued(self, row_id: int, reason: str) -> Deferred[str | None]:
+        return self._write(queue.bounce_row_txn, row_id, reason).addCallback(self._queued)
+
+    def routing_state(self) -> Deferred[list[dict[str, Any]]]:
+        return self._read(queue.routing_state_txn)
+
+    def save_routing_state(self, rows: Sequence[dict[str, Any]]) -> Deferred[None]:
+        return self._write(queue.save_routing_state_txn, rows)
 
     def health(self) -> Deferred[dict[str, Any]]:
         """A round trip through a reader thread, with the schema revision and commit count."""

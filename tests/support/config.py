@@ -18,6 +18,8 @@ def config_data(data_dir: str, **overrides) -> dict:
         "listen": {service: [] for service in SERVICES},
         "auth": {"password_hash": dict(CHEAP_HASH), "hash_threads": 1},
         "storage": {"gc_interval": 0},
+        # Outbound mail stays queued unless a test sets up somewhere for it to go.
+        "delivery": {"hold": True},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
