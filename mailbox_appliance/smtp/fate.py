@@ -35,7 +35,8 @@ def fate_of_reply(code: int, enhanced: str | None, text: str, host: str | None) 
     status = enhanced if enhanced and _STATUS.match(enhanced) and enhanced[0] == cls else None
     if status is None:
         status = {"2": "2.0.0", "4": "4.0.0", "5": "5.0.0"}.get(cls, "4.0.0")
-    return Fate(kind, status, f"{code} {text}".strip(), host)
+    said = " ".join(part for part in (str(code), enhanced, " ".join(text.split())) if part)
+    return Fate(kind, status, said, host)
 
 
 def temporary(status: str, reason: str, host: str | None = None) -> Fate:

@@ -51,23 +51,22 @@ async def send_notice(store, config, rows: Sequence[dict[str, Any]]) -> None:
         )
     )
     ref = await store.blobs.put(data)
-    resolution = await store.resolve(sender.lower())
     ids = [row["id"] for row in rows]
-    if not resolution.exists:
+    resolution = await store.resolve(sender.lower())
+    if not resolution.local_domain:
+        local, remote = (), (sender,)
+    elif resolution.exists:
+        local = tuple((target.account_id, "INBOX") for target in resolution.local)
+        remote = tuple(resolution.remote)
+    else:
         log.warn(
-            "DSN to <{sender}> dropped: the address does not exist here ({n} recipients)",
+            "DSN to <{sender}> dropped: no such address here ({n} recipients)",
             sender=sender,
             n=len(rows),
         )
         await store.dsn_sent(ids, None)
         return
-    item = Delivery(
-        ref,
-        tuple((target.account_id, "INBOX") for target in resolution.local),
-        outbound=tuple(resolution.remote),
-        sender="",
-        quota=store.quota_policy,
-    )
+    item = Delivery(ref, local, outbound=remote, sender="", quota=store.quota_policy)
     await store.dsn_sent(ids, item)
     log.info(
         "DSN ({kind}) about {n} recipients sent to <{sender}>",

@@ -149,10 +149,10 @@ class QueueRunner(Service):
                 loop.stop()
         for session in list(self.sessions):
             session.abort()
-        for dest in self.destinations.values():
-            for waiter in dest.idle:
-                waiter.callback(None)
-            dest.idle.clear()
+        for dest in list(self.destinations.values()):
+            waiters, dest.idle = dest.idle, []
+            for waiter in waiters:
+                _fire(waiter)
         await _maybe_deferred(self.policy.stop())
         await self._save_scores()
 
@@ -235,7 +235,7 @@ class QueueRunner(Service):
 
     def _close_one_idle(self) -> None:
         """All connections busy or idle: an idle one (of a domain with nothing waiting) goes."""
-        for other in self.destinations.values():
+        for other in list(self.destinations.values()):
             if other.idle and not other.jobs:
                 _fire(other.idle.pop())
                 return

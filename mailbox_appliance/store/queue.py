@@ -73,6 +73,9 @@ def list_queue_txn(conn: Connection) -> list[dict[str, Any]]:
             _q.c.next_attempt,
             _q.c.attempts,
             _q.c.reason,
+            _q.c.status,
+            _q.c.remote_mta,
+            _q.c.last_attempt,
             (b.c.size - _q.c.skip_bytes).label("size"),
         )
         .join(b, b.c.sha256 == _q.c.blob_sha256)
