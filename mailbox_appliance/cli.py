@@ -16,6 +16,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet.defer import ensureDeferred
 
+from mailbox_appliance import cli_queue
 from mailbox_appliance.addresses import normalize_address, split_address
 from mailbox_appliance.auth import Passwords
 from mailbox_appliance.config import SERVICES, Config, ConfigError, load_config, parse_size
@@ -127,18 +128,6 @@ async def _check_new_address(store: Store, address: str) -> None:
     raise DuplicateAccount(f"account {normalize_address(address)} already exists")
 
 
-async def _queue(store: Store, args, out) -> None:
-    rows = await store.list_queue()
-    for row in rows:
-        reason = f"\t{row['reason']}" if row["reason"] else ""
-        print(
-            f"{row['id']}\t{row['kind']}\t{row['created']:%Y-%m-%d %H:%M:%S}\t{_human(row['size'])}"
-            f"\t<{row['sender']}> -> <{row['recipient']}>\tattempts {row['attempts']}{reason}",
-            file=out,
-        )
-    print(f"{len(rows)} queued", file=out)
-
-
 async def _alias(store: Store, args, out) -> None:
     if args.action == "add":
         added = await store.add_alias(args.address, args.targets)
@@ -233,10 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     alias_remove.add_argument("address")
     alias_remove.add_argument("targets", nargs="*", metavar="TARGET")
 
-    queue = commands.add_parser("queue", help="the outbound queue").add_subparsers(
-        dest="action", required=True
-    )
-    queue.add_parser("list", help="messages waiting to leave, and bounces owed")
+    cli_queue.add_parsers(commands)
     return parser
 
 
@@ -274,7 +260,7 @@ def run(argv: list[str], out=None) -> int:
         for line in e.errors:
             print(f"mailbox-appliance: {line}", file=sys.stderr)
         return 1
-    except (CommandError, StoreError) as e:
+    except (CommandError, StoreError, cli_queue.NoSuchRow) as e:
         print(f"mailbox-appliance: {e}", file=sys.stderr)
         return 1
     except OSError as e:
@@ -295,7 +281,9 @@ def _run_store_command(config: Config, args, out) -> int:
         elif args.command == "user":
             await _user(store, args, out, passwords, config)
         elif args.command == "queue":
-            await _queue(store, args, out)
+            await cli_queue.queue_command(store, args, out, _human)
+        elif args.command == "routes":
+            await cli_queue.routes_command(store, config, out)
         else:
             await _alias(store, args, out)
 

@@ -286,6 +286,60 @@ class UserTests(_CLITestCase):
             "\tattempts 0\n1 queued\n",
         )
 
+    def _queue_two_rows(self) -> None:
+        conn = sqlite3.connect(os.path.join(self.data_dir, "appliance.sqlite3"))
+        with conn:
+            conn.execute(
+                "INSERT INTO blobs (sha256, size, tier, refcount, created, last_access)"
+                " VALUES ('ab', 2100, 'hot', 2, '2026-11-28 10:00:00', '2026-11-28 10:00:00')"
+            )
+            for sender, recipient in (("alice@example.org", "bob@remote.test"), ("", "x@r.test")):
+                conn.execute(
+                    "INSERT INTO outbound_queue (kind, blob_sha256, skip_bytes, sender,"
+                    " recipient, created, next_attempt, attempts, reason, status) VALUES"
+                    " ('relay', 'ab', 0, ?, ?, '2026-11-28 10:00:00', '2099-01-01 00:00:00', 3,"
+                    " '451 4.3.2 later', '4.3.2')",
+                    (sender, recipient),
+                )
+        conn.close()
+
+    def test_queue_show_retry_bounce_and_delete(self):
+        self._queue_two_rows()
+        shown = self.ok("queue", "show", "1")
+        self.assertIn("recipient: bob@remote.test\n", shown)
+        self.assertIn("status: 4.3.2\n", shown)
+        self.assertIn("next_attempt: 2099-01-01 00:00:00", shown)
+        self.assertIn("sender: <> (a delivery status notification)", self.ok("queue", "show", "2"))
+        self.assertEqual(self.ok("queue", "retry", "1"), "1 due now\n")
+        self.assertNotIn("2099", self.ok("queue", "show", "1"))
+        self.assertEqual(self.ok("queue", "retry", "--all"), "2 due now\n")
+        self.assertEqual(
+            self.ok("queue", "bounce", "1"),
+            "1 bounced: the sender gets a delivery status notification\n",
+        )
+        self.assertIn("kind: bounce", self.ok("queue", "show", "1"))
+        self.assertIn("nobody to tell", self.ok("queue", "bounce", "2"))
+        self.assertEqual(self.ok("queue", "delete", "1"), "deleted 1\n")
+        self.assertEqual(self.ok("queue", "list"), "0 queued\n")
+        self.assertEqual(self.query("SELECT refcount FROM blobs"), [(0,)])
+        for command in (("show", "7"), ("retry", "7"), ("delete", "7"), ("bounce", "7")):
+            self.assertIn("no queued", self.fails("queue", *command))
+
+    def test_routes_says_the_policy_and_what_was_measured(self):
+        out = self.ok("routes")
+        self.assertEqual(out, "policy: direct; routes: direct\nno attempts measured yet\n")
+        conn = sqlite3.connect(os.path.join(self.data_dir, "appliance.sqlite3"))
+        with conn:
+            conn.execute(
+                "INSERT INTO routing_state (route, domain, state, updated) VALUES"
+                " ('direct', 'remote.test', ?, '2026-11-28 10:00:00')",
+                ('{"samples": 4, "connect": 0.01, "throughput": 2000000, "failure": 0.25}',),
+            )
+        conn.close()
+        out = self.ok("routes")
+        self.assertIn("remote.test", out)
+        self.assertIn("25", out)  # the failure rate, in percent
+
     def test_user_list_shows_quota_and_usage_and_quota_takes_a_human_size(self):
         self.ok("domain", "add", "other.test")
         self.ok(
