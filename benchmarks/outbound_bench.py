@@ -88,7 +88,7 @@ from benchmarks.smtp_load import (
     RunStats,
     Session,
     Target,
-    build_message,
+    build_target,
     client_cpu,
     percentile,
     server_cpu,
@@ -472,21 +472,8 @@ def make_target(args: argparse.Namespace) -> Target:
         if args.cafile is None:  # the appliance's and test servers' certificates: self-signed
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-    return Target(
-        host=args.host,
-        port=args.port,
-        mode="tls" if args.tls else "starttls" if args.starttls else "plain",
-        context=context,
-        tls_name=args.tls_name or args.host,
-        ehlo_name=args.ehlo,
-        auth=(args.user, args.password) if args.user is not None else None,
-        sender=args.sender,
-        recipients=args.recipients,
-        sessions=args.sessions,
-        messages=args.messages,
-        timeout=args.timeout,
-        message=build_message(args.size_bytes, args.sender, args.recipients),
-    )
+    auth = (args.user, args.password) if args.user is not None else None
+    return build_target(args, context, auth)
 
 
 def describe(args: argparse.Namespace, target: Target) -> str:

@@ -699,6 +699,13 @@ def make_target(args: argparse.Namespace) -> Target:
     if args.auth is not None:
         user, _, password = args.auth.partition(":")
         auth = (user, password)
+    return build_target(args, context, auth)
+
+
+def build_target(
+    args: argparse.Namespace, context: ssl.SSLContext | None, auth: tuple[str, str] | None
+) -> Target:
+    """The Target the common options describe (also used by outbound_bench)."""
     return Target(
         host=args.host,
         port=args.port,
