@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -63,6 +63,8 @@ CLAIM_BATCH = 500
 SMALL_CONTENT = 256 * 1024
 #: Seconds between saves of the route scores (``mailbox-appliance routes``).
 SCORE_SAVE_INTERVAL = 10.0
+#: Seconds a stop waits for workers to wind down (a connect or DNS lookup may take longer).
+STOP_GRACE = 5.0
 
 
 class Job:
@@ -153,6 +155,14 @@ class QueueRunner(Service):
             waiters, dest.idle = dest.idle, []
             for waiter in waiters:
                 _fire(waiter)
+        # The workers see the aborts and leave their rows claimed (not an attempt); wait for
+        # them, so that none writes to the store after it has stopped.
+        gate: Deferred = Deferred()
+        DeferredList(list(self._pending), consumeErrors=True).addBoth(lambda _: _fire(gate))
+        timer = self.reactor.callLater(STOP_GRACE, _fire, gate)
+        await gate
+        if timer.active():
+            timer.cancel()
         await _maybe_deferred(self.policy.stop())
         await self._save_scores()
 
@@ -284,7 +294,10 @@ class QueueRunner(Service):
                 if pending is None or self.stopping:
                     break
                 pending = await self._use_hop(dest, route, hop, pending)
-        if pending is not None:
+        if pending is not None and self.stopping:
+            # Stopped, not failed: the rows stay claimed and are due again at the next start.
+            self.in_hand.difference_update(row["id"] for row in pending.rows)
+        elif pending is not None:
             await self._settle(pending, lambda row: pending.trouble)
 
     async def _use_hop(self, dest: Destination, route: Route, hop: Hop, job: Job) -> Job | None:
@@ -299,8 +312,13 @@ class QueueRunner(Service):
         try:
             session, info = await connect_hop(self.reactor, self.config, route, hop, self.helo)
         except Exception as e:  # refused, TLS trouble, no connection: the next hop
+            if self.stopping:
+                return job
             job.trouble = _trouble(e, hop)
             self._report(route, dest.domain, hop, False, reply=job.trouble.reason)
+            return job
+        if self.stopping:
+            await session.quit()
             return job
         self.sessions.add(session)
         connect_seconds = self.reactor.seconds() - started
@@ -310,10 +328,14 @@ class QueueRunner(Service):
                 try:
                     result = await session.send(tx)
                 except ContentError as e:  # our side: the route is not to blame
+                    if self.stopping:
+                        return job
                     trouble = fates.temporary("4.3.0", f"cannot read the message: {e}")
                     await self._settle(job, lambda row, t=trouble: t)
                     return None
                 except (SMTPFailure, SessionLost) as e:
+                    if self.stopping:  # the stop aborted the session: not an attempt
+                        return job
                     job.trouble = _trouble(e, hop)
                     self._report(route, dest.domain, hop, False, connect_seconds, e=job.trouble)
                     return job
