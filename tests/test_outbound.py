@@ -15,7 +15,9 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from mailbox_appliance.routing.scores import format_table
 from tests.support.appliance import PASSWORD, add_account, insecure_tls, port_of, started_appliance
+from tests.support.databases import postgres_url
 from tests.support.dns_server import LoopbackDNS
 from tests.support.sink import Sink, SinkBehaviour, sink_tls
 from tests.support.smtp import inbox
@@ -73,6 +75,9 @@ class _OutboundTestCase(TestCase):
         """The test's ``routing`` section, given the sink's port; None = the default."""
         return None
 
+    def database(self) -> str | None:
+        return None
+
     @inlineCallbacks
     def setUp(self):
         self.sink = Sink(self.behaviour())
@@ -93,6 +98,9 @@ class _OutboundTestCase(TestCase):
         routing = self.routing_config(port)
         if routing is not None:
             overrides["routing"] = routing
+        database = self.database()
+        if database is not None:
+            overrides["database"] = database
         self.appliance = yield started_appliance(self, ("smtp", "submission"), **overrides)
         self.store = self.appliance.store
         self.alice = yield add_account(self.appliance, "alice@example.test")
@@ -253,6 +261,13 @@ class BounceTests(_OutboundTestCase):
         self.assertEqual(self.sink.messages, [])
 
 
+class PostgreSQLBounceTests(BounceTests):
+    """Bounces again with the queue in PostgreSQL (skipped without a server)."""
+
+    def database(self) -> str | None:
+        return postgres_url(self)
+
+
 class RetryTests(_OutboundTestCase):
     def behaviour(self):
         return SinkBehaviour(rcpt_replies={"later@remote.test": (451, "4.3.2 try again later")})
@@ -296,6 +311,11 @@ class RetryTests(_OutboundTestCase):
         yield self.store.retry_queued(None)
         (received,) = yield self.sink.wait_for(1)
         self.assertIn(b"x" * 5000, received.data)
+
+
+class PostgreSQLRetryTests(RetryTests):
+    def database(self) -> str | None:
+        return postgres_url(self)
 
 
 class GiveUpTests(_OutboundTestCase):
@@ -375,3 +395,74 @@ class RequiredTLSTests(_OutboundTestCase):
         )
         self.assertEqual(row["status"], "4.7.5")
         self.assertEqual(self.sink.messages, [])
+
+
+class PostgreSQLGiveUpTests(GiveUpTests):
+    def database(self) -> str | None:
+        return postgres_url(self)
+
+
+class AdaptiveTests(_OutboundTestCase):
+    """The adaptive policy between two relays: it learns which is faster, and sets a route
+    whose egress address is on a DNSBL aside until it is delisted."""
+
+    @inlineCallbacks
+    def setUp(self):
+        # The second relay: fast. The first (the class's sink, on 127.0.0.2) answers slowly.
+        self.fast = Sink()
+        self.fast_port = self.fast.start("127.0.0.4")
+        self.addCleanup(self.fast.stop)
+        yield super().setUp()
+        self.sink.behaviour.delay = 0.05
+
+    def routing_config(self, port: int) -> dict:
+        return {
+            "policy": "adaptive",
+            "routes": [
+                {"name": "slow", "relay": f"127.0.0.2:{port}", "tls": "none"},
+                {
+                    "name": "fast",
+                    "relay": f"127.0.0.4:{self.fast_port}",
+                    "tls": "none",
+                    "public_address": "192.0.2.1",
+                },
+            ],
+            "adaptive": {
+                "routes": ["slow", "fast"],
+                "explore": 0,
+                "dnsbl": {"zones": ["dnsbl.test"], "interval": 1},
+            },
+        }
+
+    @inlineCallbacks
+    def send_one(self, i: int):
+        yield self.submit(["x@anywhere.test"], message(f"adaptive {i}"))
+        yield self.wait_until(lambda: len(self.sink.messages) + len(self.fast.messages) > i)
+
+    @inlineCallbacks
+    def test_it_converges_on_the_faster_route(self):
+        for i in range(8):
+            yield self.send_one(i)
+        # Both were tried while unknown; from then on the faster one gets everything.
+        self.assertEqual(len(self.sink.messages), 1)
+        self.assertEqual(len(self.fast.messages), 7)
+        board = self.appliance.queue_runner.scoreboard
+        slow, fast = board.score("slow", "anywhere.test"), board.score("fast", "anywhere.test")
+        self.assertLess(fast.cost(10000), slow.cost(10000))
+
+    @inlineCallbacks
+    def test_a_route_listed_on_a_dnsbl_is_set_aside_until_delisted(self):
+        self.dns.set("1.2.0.192.dnsbl.test", "A", ["127.0.0.2"])
+        board = self.appliance.queue_runner.scoreboard
+        yield self.wait_until(lambda: board.listed.get("fast") == "dnsbl.test")
+        for i in range(3):
+            yield self.send_one(i)
+        self.assertEqual((len(self.sink.messages), len(self.fast.messages)), (3, 0))
+        # `mailbox-appliance routes` reads what the runner saves.
+        yield self.appliance.queue_runner._save_scores()
+        rows = yield self.store.routing_state()
+        self.assertIn("listed on dnsbl.test", format_table(rows, now=time.time()))
+        self.dns.remove("1.2.0.192.dnsbl.test")
+        yield self.wait_until(lambda: "fast" not in board.listed)
+        yield self.send_one(3)
+        self.assertEqual(len(self.fast.messages), 1)

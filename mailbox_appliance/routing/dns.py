@@ -14,12 +14,15 @@ import random
 import socket
 from collections.abc import Sequence
 
-from twisted.internet.defer import FirstError, gatherResults
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.names import client, dns, error
 from twisted.python.failure import Failure
 
 from mailbox_appliance.routing import Hop, RoutingError
 
+#: Positive answers are kept for their TTL, at most this long (seconds), and at most this many.
+MAX_TTL = 3600
+CACHE_ENTRIES = 10000
 #: Names may be CNAMEs; twisted.names follows them within the answer section.
 _ADDRESS_TYPES = ((dns.A, "A"), (dns.AAAA, "AAAA"))
 
@@ -37,6 +40,7 @@ class Resolver:
         # Retries at 1/3 and 2/3 of the budget, then give up: the queue retries later anyway.
         self._timeouts = (timeout / 3, timeout / 3, timeout / 3)
         self._client: client.Resolver | None = None
+        self._cache: dict[tuple[int, str], tuple[float, list]] = {}
         self._random = rng or random.Random()
 
     @property
@@ -62,7 +66,7 @@ class Resolver:
     async def mail_hosts(self, domain: str) -> list[str]:
         """The hosts that take mail for ``domain``, in the order to try them."""
         try:
-            answers, _, _ = await self._resolver.lookupMailExchange(domain)
+            answers = await self._lookup(dns.MX, domain)
         except error.DNSNameError:
             raise RoutingError("5.1.2", f"the domain {domain} does not exist") from None
         except Exception as e:
@@ -89,11 +93,7 @@ class Resolver:
         return [address for addresses in found for address in addresses]
 
     def _addresses(self, host: str, rtype: int, name: str):
-        resolver = self._resolver
-        lookup = resolver.lookupAddress if rtype == dns.A else resolver.lookupIPV6Address
-
-        def _found(result) -> list[str]:
-            answers, _, _ = result
+        def _found(answers) -> list[str]:
             return [_text(r.payload) for r in answers if r.type == rtype]
 
         def _failed(failure: Failure):
@@ -101,7 +101,35 @@ class Resolver:
                 return []
             raise _temporary(host, name, failure.value)
 
-        return lookup(host).addCallbacks(_found, _failed)
+        return self._lookup(rtype, host).addCallbacks(_found, _failed)
+
+    def _lookup(self, rtype: int, name: str) -> Deferred:
+        """The answer records for ``name``, from the cache while their TTL lasts.
+
+        Every message to a domain asks again (the routing policy may choose anew), so without
+        a cache a busy queue would ask the resolver for the same MX many times a second.
+        """
+        key = (rtype, name.lower())
+        now = self._reactor.seconds()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return succeed(hit[1])
+        method = {
+            dns.MX: self._resolver.lookupMailExchange,
+            dns.A: self._resolver.lookupAddress,
+            dns.AAAA: self._resolver.lookupIPV6Address,
+        }[rtype]
+
+        def _store(result):
+            answers = result[0]
+            ttl = min((r.ttl for r in answers), default=0)
+            if ttl > 0:
+                if len(self._cache) >= CACHE_ENTRIES:
+                    self._cache.clear()
+                self._cache[key] = (now + min(ttl, MAX_TTL), answers)
+            return answers
+
+        return method(name).addCallback(_store)
 
     async def lookup_a(self, name: str) -> list[str]:
         """The A records of ``name`` (DNSBL queries); [] when it does not exist."""

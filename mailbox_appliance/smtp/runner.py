@@ -358,6 +358,9 @@ class QueueRunner(Service):
                 connect_seconds = None
                 await self._settle(job, lambda row, r=result: _recipient_fate(r, row, hop))
                 job = await self._next_job(dest, session)
+                if job is not None and not await self._still_first(route, job):
+                    dest.jobs.appendleft(job)  # the policy now prefers another route
+                    job = None
             return None
         finally:
             self.sessions.discard(session)
@@ -377,6 +380,15 @@ class QueueRunner(Service):
         if dest.jobs and session.reusable and not self.stopping:
             return dest.jobs.popleft()
         return None
+
+    async def _still_first(self, route: Route, job: Job) -> bool:
+        """Whether the policy still puts ``route`` first for ``job``: an open connection is
+        reused only then, so an adaptive policy's choice is not undone by connection reuse."""
+        try:
+            routes = await self.policy.routes(job.envelope, job.domain)
+        except RoutingError:
+            return False  # the worker asks again and settles the job
+        return bool(routes) and routes[0].name == route.name
 
     def _reader(self, job: Job) -> Callable[[int, int], Deferred[bytes]]:
         blobs, sha, skip = self.store.blobs, job.sha256, job.skip
