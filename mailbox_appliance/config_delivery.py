@@ -46,6 +46,9 @@ class DeliveryConfig:
     poll_interval: float = 5.0
     #: The name given in EHLO; null = ``hostname``.
     helo: str | None = None
+    #: Destination domains (shell patterns) that get mail only over TLS, whatever the route
+    #: says: a domain policy, like an MTA-STS "enforce" set by hand.
+    tls_required_domains: tuple[str, ...] = ()
     #: Keep outbound mail queued and send nothing (maintenance; a box not yet set up to send).
     hold: bool = False
 

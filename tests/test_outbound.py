@@ -378,6 +378,19 @@ class RelayTests(_OutboundTestCase):
         self.assertEqual(scores[("relay", "anywhere.test")].failure, 0.0)
 
 
+class DomainTLSPolicyTests(_OutboundTestCase):
+    delivery = {"tls_required_domains": ["*.test"]}
+
+    @inlineCallbacks
+    def test_a_domain_that_requires_tls_gets_no_mail_from_a_server_without_it(self):
+        yield self.submit(["x@remote.test"])
+        (row,) = yield self.wait_until(
+            lambda: self.queue().addCallback(lambda rows: [r for r in rows if r["attempts"]])
+        )
+        self.assertEqual(row["status"], "4.7.5")
+        self.assertEqual(self.sink.messages, [])
+
+
 class RequiredTLSTests(_OutboundTestCase):
     def routing_config(self, port: int) -> dict:
         route = {"name": "relay", "relay": f"127.0.0.2:{port}", "tls": "required"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 from mailbox_appliance.config_delivery import RouteConfig, host_port
 from mailbox_appliance.routing import Route, RoutingContext
 
@@ -14,6 +16,10 @@ async def route_for(context: RoutingContext, config: RouteConfig, domain: str) -
     else:
         host, port = host_port(config.relay)
         hops = await context.resolver.relay_hops(host, port)
+    tls = config.tls
+    required = context.config.delivery.tls_required_domains
+    if any(fnmatchcase(domain.lower(), pattern.lower()) for pattern in required):
+        tls = "required"  # the domain's policy: a route may not send it in plain text
     auth = None
     if config.username is not None and config.password_file is not None:
         auth = (config.username, _read_password(config.password_file))
@@ -21,7 +27,7 @@ async def route_for(context: RoutingContext, config: RouteConfig, domain: str) -
         name=config.name,
         hops=tuple(hops),
         source=config.source,
-        tls=config.tls,
+        tls=tls,
         verify=config.verify,
         ca=config.ca,
         auth=auth,
