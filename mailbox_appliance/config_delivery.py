@@ -215,9 +215,9 @@ def check_routing(routing: RoutingConfig, errors: list[str]) -> None:
         errors.append("routing.adaptive.smoothing: expected a fraction above 0, at most 1")
     if adaptive.dnsbl.interval < 1:
         errors.append("routing.adaptive.dnsbl.interval: expected at least 1 second")
-    from mailbox_appliance.routing import policy_names
+    from mailbox_appliance.routing import factory, policy_names
 
-    if routing.policy not in policy_names():
+    if factory(routing.policy) is None:
         errors.append(
             f"routing.policy: unknown policy {routing.policy!r} "
             f"(installed: {', '.join(sorted(policy_names()))})"

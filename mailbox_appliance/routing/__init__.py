@@ -102,15 +102,21 @@ class RoutingContext:
     random: Any
 
 
-def factories() -> dict[str, Any]:
-    """Installed policy plug-ins by name."""
-    return {f.name: f for f in getPlugins(IRoutingPolicyFactory)}
+def factory(name: str) -> Any | None:
+    """The policy plug-in called ``name``: a built-in one without scanning for plug-ins (the
+    scan imports every module under twisted/plugins), else the installed one, or None."""
+    from mailbox_appliance.routing import plugins
+
+    for builtin in (plugins.direct, plugins.smarthost, plugins.adaptive):
+        if builtin.name == name:
+            return builtin
+    return next((f for f in getPlugins(IRoutingPolicyFactory) if f.name == name), None)
 
 
 def policy_names() -> set[str]:
-    return set(factories())
+    """Every installed policy's name (for error messages)."""
+    return {f.name for f in getPlugins(IRoutingPolicyFactory)}
 
 
 def build_policy(context: RoutingContext) -> IRoutingPolicy:
-    name = context.config.routing.policy
-    return IRoutingPolicy(factories()[name].build(context))
+    return IRoutingPolicy(factory(context.config.routing.policy).build(context))
