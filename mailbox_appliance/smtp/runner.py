@@ -18,6 +18,7 @@ queued mail); retries that fell due and admin changes are found by polling.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import random
 from collections import deque
@@ -219,7 +220,8 @@ class QueueRunner(Service):
             await send_notice(self.store, self.config, rows)
         except Exception:
             log.failure("DSN to <{sender}> not sent; will try again", sender=rows[0]["sender"])
-            await self.store.settle([Settlement(row["id"], "release") for row in rows])
+            later = utcnow() + datetime.timedelta(seconds=self.delivery.retry.first)
+            await self.store.settle([Settlement(row["id"], "release", later) for row in rows])
         finally:
             self.in_hand.difference_update(row["id"] for row in rows)
 

@@ -129,7 +129,7 @@ class Settlement(NamedTuple):
 
     id: int
     #: "sent" (remove) | "retry" (wait until next_attempt) | "bounce" (tell the sender) |
-    #: "release" (untouched: due again at once) | "done" (a bounce or delay notice was sent)
+    #: "release" (untouched: due again now, or at next_attempt) | "done" (a DSN was sent)
     action: str
     next_attempt: datetime.datetime | None = None
     reason: str | None = None
@@ -172,8 +172,8 @@ def settle_many_txn(conn: Connection, batches: Sequence[Sequence[Settlement]]) -
             )  # a failure of a bounce is never bounced (RFC 3464 §2: no DSN about a DSN)
             changes.append((f"queue.{s.action}", {"id": row.id, "recipient": row.recipient}))
             continue
-        if s.action == "release":
-            values["next_attempt"] = row.next_attempt
+        if s.action == "release":  # untouched; due again now, or at next_attempt if given
+            values["next_attempt"] = s.next_attempt or row.next_attempt
         else:
             values.update(
                 attempts=row.attempts + 1,
