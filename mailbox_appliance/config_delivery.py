@@ -65,7 +65,8 @@ class DNSConfig:
 class RouteConfig:
     """One way out: direct MX delivery or a relay, each with its own egress address."""
 
-    name: str = DIRECT
+    #: Required in ``routing.routes``; ``RoutingConfig.route`` makes the implicit direct route.
+    name: str | None = None
     #: ``host:port`` of a relay (smarthost); null = MX lookup of the destination domain.
     relay: str | None = None
     #: Local address to send from (the egress address); null = the system's choice.
@@ -122,7 +123,7 @@ class RoutingConfig:
         for route in self.routes:
             if route.name == name:
                 return route
-        return RouteConfig() if name == DIRECT else None
+        return RouteConfig(name=DIRECT) if name == DIRECT else None
 
 
 def host_port(value: str, default_port: int | None = None) -> tuple[str, int]:
@@ -167,7 +168,9 @@ def check_routing(routing: RoutingConfig, errors: list[str]) -> None:
     names: set[str] = set()
     for i, route in enumerate(routing.routes):
         key = f"routing.routes[{i}]"
-        if route.name in names:
+        if route.name is None:
+            errors.append(f"{key}.name: every route needs a name")
+        elif route.name in names:
             errors.append(f"{key}.name: {route.name!r} is defined twice")
         names.add(route.name)
         if route.relay is not None:

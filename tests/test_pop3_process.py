@@ -15,23 +15,13 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.support.pop3 import DOT_HEADER, MiB, RawPOP3, append_streamed, dot_block
-from tests.support.processes import ChildAppliance, vm_field
+from tests.support.processes import ChildAppliance, reset_peak, vm_field
 
 #: 1 MiB of 64-byte lines, two of three starting with dots, after a 64-byte header: every
 #: chunk the server reads starts with a line, a third of them with a dot line.
 BLOCK = dot_block(MiB)
 HEADER = DOT_HEADER
 TRAILER = b"\r\n.\r\n"  # the message ends with a line that is only a dot
-
-
-def _reset_peak(pid: int) -> bool:
-    """Reset VmHWM to the current RSS (Linux ``clear_refs`` 5); False where not allowed."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 class ChildPOP3Tests(ChildAppliance, TestCase):
@@ -63,7 +53,7 @@ class ChildPOP3Tests(ChildAppliance, TestCase):
         )
         self.assertEqual(uid, 1)
         before = vm_field(pid, "VmHWM")
-        if _reset_peak(pid):  # measure the RETR alone, not the APPEND before it
+        if reset_peak(pid):  # measure the RETR alone, not the APPEND before it
             before = vm_field(pid, "VmHWM")
 
         def retr():

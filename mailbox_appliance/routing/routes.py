@@ -5,7 +5,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 
 from mailbox_appliance.config_delivery import RouteConfig, host_port
-from mailbox_appliance.routing import Route, RoutingContext
+from mailbox_appliance.routing import Route, RoutingContext, RoutingError
 
 
 async def route_for(context: RoutingContext, config: RouteConfig, domain: str) -> Route:
@@ -36,5 +36,8 @@ async def route_for(context: RoutingContext, config: RouteConfig, domain: str) -
 
 def _read_password(path: str) -> str:
     """Read at each use, so a changed password needs no restart; the file is small."""
-    with open(path, encoding="utf-8") as f:
-        return f.read().strip("\r\n")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip("\r\n")
+    except OSError as e:  # the mail waits for the admin to put it back
+        raise RoutingError("4.3.5", f"cannot read the password file {path}: {e.strerror}") from e

@@ -290,6 +290,11 @@ class QueueRunner(Service):
             fate = (fates.permanent if e.permanent else fates.temporary)(e.status, e.text)
             await self._settle(job, lambda row: fate)
             return
+        except Exception:  # a broken plug-in must not leave rows claimed forever
+            log.failure("routing policy {policy!r} failed", policy=self.config.routing.policy)
+            fate = fates.temporary("4.3.0", "the routing policy failed (see the log)")
+            await self._settle(job, lambda row: fate)
+            return
         pending: Job | None = job
         for route in routes:
             for hop in route.hops:

@@ -90,6 +90,16 @@ def vm_field(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for {pid}")
 
 
+def reset_peak(pid: int) -> bool:
+    """Reset VmHWM to the current RSS (Linux ``clear_refs`` 5); False where not allowed."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 class ChildAppliance:
     """Set-up for tests against ``twistd -n mailbox-appliance`` in a child process: a config
     listening on ``services`` (free loopback ports in ``self.ports``), the domain
