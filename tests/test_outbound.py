@@ -206,6 +206,38 @@ class DirectDeliveryTests(_OutboundTestCase):
         )
 
 
+class ConcurrencyTests(_OutboundTestCase):
+    delivery = {"max_connections_per_domain": 3, "max_connections": 4, "reuse_time": 0.1}
+
+    def behaviour(self):
+        return SinkBehaviour(delay=0.05)  # slow enough for transactions to overlap
+
+    def submit_each(self, recipients):
+        """One message per recipient, over one session: separate transactions outbound."""
+
+        def run():
+            with smtplib.SMTP("127.0.0.1", self.submission, timeout=20) as client:
+                client.starttls(context=insecure_tls())
+                client.login("alice@example.test", PASSWORD)
+                for i, recipient in enumerate(recipients):
+                    client.sendmail("alice@example.test", [recipient], message(f"c {i}"))
+
+        return deferToThread(run)
+
+    @inlineCallbacks
+    def test_one_domain_gets_at_most_its_share_of_connections(self):
+        yield self.submit_each([f"r{i}@remote.test" for i in range(10)])
+        yield self.sink.wait_for(10)
+        self.assertEqual(self.sink.most_open, 3)
+
+    @inlineCallbacks
+    def test_all_domains_together_stay_within_the_total(self):
+        recipients = [f"r{i}@{d}" for i in range(6) for d in ("remote.test", "other.test")]
+        yield self.submit_each(recipients)
+        yield self.sink.wait_for(12)
+        self.assertEqual(self.sink.most_open, 4)
+
+
 class BounceTests(_OutboundTestCase):
     def behaviour(self):
         return SinkBehaviour(rcpt_replies={"gone@remote.test": (550, "5.1.1 no such user")})

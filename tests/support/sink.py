@@ -214,6 +214,7 @@ class _SinkProtocol(LineReceiver):
         self.peer = (peer.host, peer.port)
         self.local = (host.host, host.port)
         self.sink._open.add(self)
+        self.sink.most_open = max(self.sink.most_open, len(self.sink._open))
         code, text = self.behaviour.greeting
         if code == 421:
             self._closing = True
@@ -468,6 +469,8 @@ class Sink:
         self.refused: list[ReceivedMessage] = []
         self.commands: list[str] = []
         self.connections = 0
+        #: The most connections open at once (concurrency limits).
+        self.most_open = 0
         self._ports: list[IListeningPort] = []
         self._open: set[_SinkProtocol] = set()
         self._waiters: list[tuple[int, defer.Deferred[list[ReceivedMessage]]]] = []
