@@ -170,7 +170,7 @@ journal = Table(
 )
 
 #: Messages waiting to leave: one row per (message, remote recipient), or a bounce owed to a
-#: sender.  The outbound issue's queue runner works through it; ``queue list`` shows it.
+#: sender.  The queue runner (smtp/runner.py) works through it; ``queue list`` shows it.
 outbound_queue = Table(
     "outbound_queue",
     metadata,
