@@ -11,7 +11,8 @@ from __future__ import annotations
 import ipaddress
 
 from twisted.internet import ssl
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.protocol import ClientFactory
 
 from mailbox_appliance.routing import Hop, Route
 from mailbox_appliance.smtp.client import OutboundSMTP, SessionInfo, TLSUnavailable
@@ -49,9 +50,21 @@ async def _open(reactor, config, route: Route, hop: Hop, helo: str, tls: str):
         tls_options=(lambda: tls_options(route, hop)) if tls != "none" else None,
         auth=route.auth,
     )
-    await connectProtocol(endpoint, session)
+    await endpoint.connect(_OneSession(session))
     info = await session.ready
     return session, info
+
+
+class _OneSession(ClientFactory):
+    """``connectProtocol`` without its two log lines per connection."""
+
+    noisy = False
+
+    def __init__(self, session: OutboundSMTP):
+        self.session = session
+
+    def buildProtocol(self, addr) -> OutboundSMTP:
+        return self.session
 
 
 def tls_options(route: Route, hop: Hop):
