@@ -276,6 +276,10 @@ class Config:
         return self.storage.hot_path or os.path.join(self.data_dir, "blobs", "hot")
 
     @property
+    def srs_secret_path(self) -> str:
+        return self.delivery.srs_secret_file or os.path.join(self.data_dir, "srs.key")
+
+    @property
     def tls_cert_path(self) -> str:
         return self.tls.cert or os.path.join(self.data_dir, "tls", "cert.pem")
 

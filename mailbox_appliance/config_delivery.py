@@ -49,6 +49,11 @@ class DeliveryConfig:
     #: Destination domains (shell patterns) that get mail only over TLS, whatever the route
     #: says: a domain policy, like an MTA-STS "enforce" set by hand.
     tls_required_domains: tuple[str, ...] = ()
+    #: Send mail that an alias forwards to another domain with an SRS sender (smtp/srs.py).
+    srs: bool = True
+    #: The SRS secret; null = <data_dir>/srs.key, made on first start.  Paired boxes must
+    #: share one.
+    srs_secret_file: str | None = None
     #: Keep outbound mail queued and send nothing (maintenance; a box not yet set up to send).
     hold: bool = False
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from mailbox_appliance.config import Config
+from mailbox_appliance.smtp.srs import load_secret
 from mailbox_appliance.store.migrate import ensure_current
 from mailbox_appliance.tls import ensure_certificate
 
@@ -28,4 +29,7 @@ def initialise(config: Config) -> list[str]:
     made = ensure_certificate(config)
     if made:
         notes.append(made)
+    if config.delivery.srs and not os.path.exists(config.srs_secret_path):
+        load_secret(config.srs_secret_path)
+        notes.append(f"created the SRS secret {config.srs_secret_path}")
     return notes

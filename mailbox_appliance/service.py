@@ -24,6 +24,7 @@ from mailbox_appliance.auth import Passwords, make_portal
 from mailbox_appliance.config import IMPLICIT_TLS, SERVICES, Config
 from mailbox_appliance.monitor.limits import ConnectionLimiter
 from mailbox_appliance.smtp.runner import build_queue_runner
+from mailbox_appliance.smtp.srs import SRS, load_secret
 from mailbox_appliance.store import Store
 from mailbox_appliance.throttle import LoginThrottle, ThrottleSettings
 from mailbox_appliance.tls import server_context_factory
@@ -54,6 +55,8 @@ def _mail_factory(service: str, protocol: str) -> Callable[[Appliance], IProtoco
             from mailbox_appliance.pop3.factory import POP3Factory as factory_class
 
             extra["maildrops"] = appliance.pop3_maildrops
+        if protocol == "smtp":
+            extra["srs"] = appliance.srs
         return factory_class(
             service,
             reactor=appliance.reactor,
@@ -114,6 +117,8 @@ class Appliance:
         self.pop3_maildrops: set[int] = set()
         self.ports: dict[str, list[IListeningPort]] = {}
         self.queue_runner = build_queue_runner(config, reactor, self.store)
+        #: Sender rewriting for forwarded mail (loaded at start); None when turned off.
+        self.srs: SRS | None = None
         self._gc = LoopingCall(self._collect_garbage)
         self._gc.clock = reactor
         self._tls = None
@@ -135,6 +140,13 @@ class Appliance:
             if isinstance(e, OSError):
                 raise StartupError(f"storage: cannot prepare {e.filename}: {e.strerror}") from e
             raise
+        if self.config.delivery.srs:
+            try:
+                self.srs = SRS(load_secret(self.config.srs_secret_path))
+            except (OSError, ValueError) as e:
+                yield self.store.stop()
+                raise StartupError(f"delivery.srs_secret_file: {e}") from e
+            self.queue_runner.srs = self.srs
         self.passwords.start()
         self.running = True
         if self.config.storage.gc_interval:

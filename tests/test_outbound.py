@@ -26,6 +26,7 @@ RECORDS = {
     "remote.test": {"MX": [(10, "mx.remote.test")]},
     "mx.remote.test": {"A": ["127.0.0.2"]},
     "other.test": {"MX": [(10, "mx.remote.test")]},
+    "world.test": {"MX": [(10, "mx.remote.test")]},
     "nullmx.test": {"MX": [(0, ".")]},
     "broken.test": "SERVFAIL",
     # The preferred MX has no server listening: the next one must get the mail.
@@ -192,7 +193,7 @@ class DirectDeliveryTests(_OutboundTestCase):
         yield self.wait_until(lambda: self.queue().addCallback(lambda rows: rows == []))
 
     @inlineCallbacks
-    def test_aliases_pointing_outside_are_relayed_with_the_original_sender(self):
+    def test_aliases_pointing_outside_are_relayed_with_an_srs_sender(self):
         yield self.store.add_alias("fwd@example.test", ["far@other.test"])
 
         def run():
@@ -201,9 +202,32 @@ class DirectDeliveryTests(_OutboundTestCase):
 
         yield deferToThread(run)
         (received,) = yield self.sink.wait_for(1)
-        self.assertEqual(
-            (received.sender, received.recipients), ("someone@world.test", ["far@other.test"])
-        )
+        self.assertEqual(received.recipients, ["far@other.test"])
+        srs, _, domain = received.sender.rpartition("@")
+        self.assertEqual(domain, "example.test")  # the alias's domain: SPF passes for us
+        self.assertTrue(srs.startswith("SRS0="), srs)
+        self.assertTrue(srs.endswith("=world.test=someone"), srs)
+        # A bounce to that address comes back through the MX and goes to the real sender.
+        self.sink.behaviour.rcpt_replies.clear()
+
+        def bounce():
+            with smtplib.SMTP("127.0.0.1", port_of(self.appliance, "smtp"), timeout=20) as c:
+                c.sendmail("", [received.sender], message("bounce back"))
+
+        yield deferToThread(bounce)
+        returned = yield self.sink.wait_for(2)
+        self.assertEqual((returned[1].sender, returned[1].recipients), ("", ["someone@world.test"]))
+
+    @inlineCallbacks
+    def test_a_forged_or_unknown_srs_address_is_refused(self):
+        def run():
+            with smtplib.SMTP("127.0.0.1", port_of(self.appliance, "smtp"), timeout=20) as c:
+                c.ehlo()
+                c.mail("")
+                return c.rcpt("SRS0=AAAA=AA=world.test=forged@example.test")
+
+        code, _ = yield deferToThread(run)
+        self.assertEqual(code, 550)
 
 
 class ConcurrencyTests(_OutboundTestCase):

@@ -88,6 +88,17 @@ class ApplianceTests(TestCase):
         self.assertTrue(str(error).startswith("storage: cannot prepare"), str(error))
 
     @inlineCallbacks
+    def test_an_empty_srs_secret_fails_start_naming_the_key(self):
+        secret = os.path.abspath(self.mktemp())
+        open(secret, "w").close()
+        config = make_config(self.mktemp(), delivery={"srs_secret_file": secret})
+        initialise_schema_only(config)
+        appliance = Appliance(config, reactor)
+        error = yield self.assertFailure(appliance.start(), StartupError)
+        self.assertTrue(str(error).startswith("delivery.srs_secret_file: "), str(error))
+        self.assertIn("empty", str(error))
+
+    @inlineCallbacks
     def test_implicit_tls_services_are_wrapped_in_tls(self):
         # No implicit-TLS protocol exists yet; serve the admin site as "https" to prove the
         # wrapping that submissions, imaps, pop3s and https will get.

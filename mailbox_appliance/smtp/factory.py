@@ -16,8 +16,10 @@ SMTP_SERVICES = ("smtp", "submission", "submissions")
 class SMTPFactory(MailServiceFactory):
     services = SMTP_SERVICES
 
-    def __init__(self, service: str, **shared):
+    def __init__(self, service: str, srs=None, **shared):
         super().__init__(service, **shared)
+        #: smtp/srs.SRS for forwarded mail and the bounces that come back; None = off.
+        self.srs = srs
         self.submission = service != "smtp"
         self.implicit_tls = service == "submissions"
         self.offer_starttls = service != "submissions"

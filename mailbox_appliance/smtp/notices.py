@@ -27,7 +27,7 @@ def notice_key(row: dict[str, Any]) -> tuple:
     return (row["blob_sha256"], row["skip_bytes"], row["sender"], row["kind"])
 
 
-async def send_notice(store, config, rows: Sequence[dict[str, Any]]) -> None:
+async def send_notice(store, config, rows: Sequence[dict[str, Any]], srs=None) -> None:
     """Build, deliver and record one DSN for ``rows`` (same message, sender and kind)."""
     first = rows[0]
     sender = first["sender"]
@@ -53,8 +53,11 @@ async def send_notice(store, config, rows: Sequence[dict[str, Any]]) -> None:
     ref = await store.blobs.put(data)
     ids = [row["id"] for row in rows]
     resolution = await store.resolve(sender.lower())
+    original = srs.reverse(sender) if srs is not None and not resolution.exists else None
     if not resolution.local_domain:
         local, remote = (), (sender,)
+    elif original is not None:  # mail an alias forwarded: the DSN goes to its real sender
+        local, remote = (), (original,)
     elif resolution.exists:
         local = tuple((target.account_id, "INBOX") for target in resolution.local)
         remote = tuple(resolution.remote)

@@ -121,6 +121,8 @@ class QueueRunner(Service):
         self.stopping = False
         #: The DNS resolver the policy uses (closed by the appliance at stop).
         self.resolver: Resolver | None = None
+        #: smtp/srs.SRS, set by the appliance: DSNs about forwarded mail go to the real sender.
+        self.srs = None
 
     # -- service ---------------------------------------------------------------------------
 
@@ -217,7 +219,7 @@ class QueueRunner(Service):
 
     async def _notify(self, rows: list[dict[str, Any]]) -> None:
         try:
-            await send_notice(self.store, self.config, rows)
+            await send_notice(self.store, self.config, rows, self.srs)
         except Exception:
             log.failure("DSN to <{sender}> not sent; will try again", sender=rows[0]["sender"])
             later = utcnow() + datetime.timedelta(seconds=self.delivery.retry.first)

@@ -459,6 +459,11 @@ class SMTPServer(LineReceiver, TimeoutMixin):
             )
         if local_domain:
             if resolution is None or not resolution.exists:
+                original = self.factory.srs.reverse(address) if self.factory.srs else None
+                if original is not None:  # a bounce of mail we forwarded: to its sender
+                    tx.recipients.append(Recipient(address, (), (original,)))
+                    self.reply(250, "2.1.5", "Ok")
+                    return
                 self.reply(550, "5.1.1", f"<{address}>: Recipient address rejected: unknown user")
                 return
             full = resolution.local and not self._any_room(resolution.local, tx.params.size)
@@ -573,7 +578,8 @@ class SMTPServer(LineReceiver, TimeoutMixin):
         self.setTimeout(self.settings.command_timeout)
         self.hold("busy")
         self.setLineMode(rest)
-        d = tx.commit(self.factory.store, self.account.account_id if self.account else None)
+        account_id = self.account.account_id if self.account else None
+        d = tx.commit(self.factory.store, account_id, self.factory.srs)
         d.addCallback(self._committed, tx)
         d.addErrback(self._internal_error)
         d.addBoth(lambda _: self.release("busy"))

@@ -99,8 +99,21 @@ class MailTransaction:
         found = _MESSAGE_ID.search(header)
         return found.group(1).decode("ascii", "replace") if found else None
 
+    def _outbound_sender(self, account_id: int | None, srs) -> str:
+        """The sender for copies that leave: forwarded by an alias (the MX took it, so the
+        sender is not ours), it gets an SRS address at the alias's domain, so that the
+        destination's SPF check passes and a bounce comes back here (smtp/srs.py)."""
+        if srs is None or account_id is not None or not self.sender:
+            return self.sender
+        for recipient in self.recipients:
+            if recipient.remote:
+                alias_domain = recipient.address.rpartition("@")[2]
+                if not srs.reverse(recipient.address):  # not a bounce we are returning
+                    return srs.forward(self.sender, alias_domain)
+        return self.sender
+
     @inlineCallbacks
-    def commit(self, store, account_id: int | None) -> Deferred[tuple[Reply, object]]:
+    def commit(self, store, account_id: int | None, srs=None) -> Deferred[tuple[Reply, object]]:
         """Make the content and every local copy durable; the reply for the end of data.
 
         The ``250`` is only given once the blob is fsync'd and the delivering transaction is
@@ -124,7 +137,7 @@ class MailTransaction:
             ref,
             local=list(owners),
             remote=list(remote),
-            sender=self.sender,
+            sender=self._outbound_sender(account_id, srs) if remote else self.sender,
             account_id=account_id,
             skip_bytes=self.skip_bytes,
             message_id=self.message_id(),
