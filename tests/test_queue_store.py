@@ -9,6 +9,7 @@ from sqlalchemy import select
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
+from mailbox_appliance import store as store_module
 from mailbox_appliance.store import schema
 from mailbox_appliance.store.delivery import Delivery
 from mailbox_appliance.store.queue import Settlement
@@ -126,6 +127,19 @@ class _QueueStoreTests:
         self.assertEqual((yield self.store.claim_due(10)), [])
         (row,) = yield self.store.list_queue()
         self.assertEqual(row["attempts"], 0)
+
+    @inlineCallbacks
+    def test_garbage_collection_frees_every_relayed_message_in_bounded_sweeps(self):
+        """Relayed content is unreferenced once sent; a busy outbound queue frees more per
+        interval than one sweep holds, so a collection goes on until nothing is left."""
+        self.patch(store_module, "GC_SWEEP", 3)
+        for n in range(7):
+            ref = yield self.store.blobs.put(b"Subject: %d\r\n\r\nbody\r\n" % n)
+            yield self.store.accept_message(ref, local=[], remote=["a@r.test"], sender="")
+        rows = yield self.store.claim_due(100)
+        yield self.store.settle([Settlement(row["id"], "sent") for row in rows])
+        removed = yield self.store.collect_garbage(-1)
+        self.assertEqual(removed, 7)
 
     @inlineCallbacks
     def test_routing_state_is_replaced_as_a_whole(self):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import text
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 
 from mailbox_appliance.store import accounts, entries, folders, mailboxes, queue
 from mailbox_appliance.store.blobs import DEFAULT_INLINE_MAX, BlobRef, BlobStore
@@ -22,6 +22,9 @@ from mailbox_appliance.store.quota import FIXED, QuotaPolicy
 from mailbox_appliance.store.recipients import Resolution, resolve_many_txn
 
 T = TypeVar("T")
+
+#: Blobs deleted per garbage-collection transaction.
+GC_SWEEP = 1000
 
 __all__ = ["Store", "BlobRef", "Outcome", "QuotaPolicy", "Resolution"]
 
@@ -393,7 +396,17 @@ class Store:
         return d
 
     def collect_garbage(self, grace_seconds: float) -> Deferred[int]:
-        return self.blobs.collect(grace_seconds)
+        """Delete every blob unreferenced for ``grace_seconds``, in sweeps of a bounded size
+        (each its own commit, so deliveries are not held up behind one long transaction)."""
+        return ensureDeferred(self._collect_all(grace_seconds))
+
+    async def _collect_all(self, grace_seconds: float) -> int:
+        total = 0
+        while True:
+            removed = await self.blobs.collect(grace_seconds, GC_SWEEP)
+            total += removed
+            if removed < GC_SWEEP:
+                return total
 
 
 def _health_txn(conn) -> dict[str, Any]:
