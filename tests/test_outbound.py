@@ -335,6 +335,7 @@ class RetryTests(_OutboundTestCase):
             lambda: self.queue().addCallback(lambda rows: [r for r in rows if r["attempts"]])
         )
         self.assertEqual(row["kind"], "relay")
+        self.assertRegex(row["queue_id"], "^[0-9A-F]{12}$")  # the ID SMTP accepted it under
         self.assertIn("451 4.3.2 try again later", row["reason"])
         waited = (row["next_attempt"] - row["created"]).total_seconds()
         self.assertGreaterEqual(waited, 59)  # retry.first

@@ -9,6 +9,7 @@ are removed in the same commit (Store.dsn_sent).
 from __future__ import annotations
 
 import datetime
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,10 +70,15 @@ async def send_notice(store, config, rows: Sequence[dict[str, Any]], srs=None) -
         )
         await store.dsn_sent(ids, None)
         return
-    item = Delivery(ref, local, outbound=remote, sender="", quota=store.quota_policy)
+    queue_id = os.urandom(6).hex().upper()  # as SMTP names what it accepts
+    item = Delivery(
+        ref, local, outbound=remote, sender="", quota=store.quota_policy, queue_id=queue_id
+    )
     await store.dsn_sent(ids, item)
     log.info(
-        "DSN ({kind}) about {n} recipients sent to <{sender}>",
+        "{queue_id}: DSN ({kind}) about {about} for {n} recipients, to <{sender}>",
+        queue_id=queue_id,
+        about=first["queue_id"] or "a message",
         kind="failed" if first["kind"] == "bounce" else "delayed",
         n=len(rows),
         sender=sender,

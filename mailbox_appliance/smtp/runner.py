@@ -435,8 +435,8 @@ class QueueRunner(Service):
             self.in_hand.difference_update(row["id"] for row in job.rows)
         for (row, fate), s in zip(decided, settlements, strict=True):
             log.info(
-                "queue {id}: to=<{to}> relay={relay} status={status} ({reason})",
-                id=row["id"],
+                "{queue_id}: to=<{to}> relay={relay} status={status} ({reason})",
+                queue_id=row["queue_id"] or f"queue row {row['id']}",
                 to=row["recipient"],
                 relay=fate.remote_mta or "none",
                 status={"retry": "deferred", "bounce": "bounced"}.get(s.action, s.action),

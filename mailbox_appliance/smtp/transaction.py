@@ -142,6 +142,7 @@ class MailTransaction:
             skip_bytes=self.skip_bytes,
             message_id=self.message_id(),
             structure=scanner.close() if scanner is not None else None,
+            queue_id=self.queue_id,
         )
         for account, old, new in outcome.grown:
             log.info(
@@ -156,7 +157,8 @@ class MailTransaction:
             return _REFUSALS[outcome.refused[0][1]], ref
         if failures:
             # Accepted for some: the others are owed a bounce (RFC 5321 §6.1), durably.
-            yield store.add_bounces(ref, self.sender, [(a, str(r)) for a, r in failures])
+            refusals = [(a, str(r)) for a, r in failures]
+            yield store.add_bounces(ref, self.sender, refusals, self.queue_id)
         return Reply(250, "2.0.0", f"Ok: queued as {self.queue_id}"), ref
 
 

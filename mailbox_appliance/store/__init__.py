@@ -170,6 +170,7 @@ class Store:
         skip_bytes: int = 0,
         message_id: str | None = None,
         structure: dict[str, Any] | None = None,
+        queue_id: str | None = None,
     ) -> Deferred[Outcome]:
         """File a received message into each local account's INBOX (quota checked, grown by
         the store's policy) and queue it for each remote recipient, in one durable commit.
@@ -184,6 +185,7 @@ class Store:
             skip_bytes=skip_bytes,
             quota=self.quota_policy,
             structure=structure,
+            queue_id=queue_id,
         )
         d = self.db.write_batched(deliver_many_txn, item)
         if remote:
@@ -346,9 +348,15 @@ class Store:
         return d
 
     def add_bounces(
-        self, ref: BlobRef, sender: str, failures: Sequence[tuple[str, str]]
+        self,
+        ref: BlobRef,
+        sender: str,
+        failures: Sequence[tuple[str, str]],
+        queue_id: str | None = None,
     ) -> Deferred[int]:
-        return self._write(queue.add_bounces_txn, ref, sender, failures).addCallback(self._queued)
+        return self._write(queue.add_bounces_txn, ref, sender, failures, queue_id).addCallback(
+            self._queued
+        )
 
     def list_queue(self) -> Deferred[list[dict[str, Any]]]:
         return self._read(queue.list_queue_txn)

@@ -43,6 +43,8 @@ class Delivery(NamedTuple):
     account_id: int | None = None
     #: Bytes at the start of the blob that only local copies carry (the Return-Path line).
     skip_bytes: int = 0
+    #: The ID the message was accepted under, kept with its queue rows for the log.
+    queue_id: str | None = None
     #: Check (and grow) the recipients' quotas; None files the message regardless.
     quota: QuotaPolicy | None = None
     #: The parsed message (IMAP ENVELOPE under "envelope", BODYSTRUCTURE and the rest) to
@@ -259,6 +261,7 @@ def _enqueue_txn(conn: Connection, items: Sequence[Delivery]) -> list[tuple[str,
             "kind": "relay",
             "blob_sha256": item.ref.sha256,
             "skip_bytes": item.skip_bytes,
+            "queue_id": item.queue_id,
             "sender": item.sender,
             "recipient": recipient,
             "account_id": item.account_id,

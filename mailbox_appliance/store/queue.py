@@ -28,7 +28,11 @@ _q = schema.outbound_queue
 
 
 def add_bounces_txn(
-    conn: Connection, ref: BlobRef, sender: str, failures: Sequence[tuple[str, str]]
+    conn: Connection,
+    ref: BlobRef,
+    sender: str,
+    failures: Sequence[tuple[str, str]],
+    queue_id: str | None = None,
 ) -> int:
     """Owe ``sender`` a delivery status notification for each (recipient, reason).
 
@@ -43,6 +47,7 @@ def add_bounces_txn(
             "kind": "bounce",
             "blob_sha256": ref.sha256,
             "skip_bytes": 0,
+            "queue_id": queue_id,
             "sender": sender,
             "recipient": recipient,
             "account_id": None,
@@ -66,6 +71,7 @@ def list_queue_txn(conn: Connection) -> list[dict[str, Any]]:
     query = (
         select(
             _q.c.id,
+            _q.c.queue_id,
             _q.c.kind,
             _q.c.sender,
             _q.c.recipient,
@@ -92,6 +98,7 @@ _CLAIMABLE = (
         _q.c.kind,
         _q.c.blob_sha256,
         _q.c.skip_bytes,
+        _q.c.queue_id,
         _q.c.sender,
         _q.c.recipient,
         _q.c.account_id,
@@ -226,6 +233,7 @@ def _notice_row(row: Any, s: Settlement, now: datetime.datetime) -> dict[str, An
         "kind": "delay",
         "blob_sha256": row.blob_sha256,
         "skip_bytes": row.skip_bytes,
+        "queue_id": row.queue_id,
         "sender": row.sender,
         "recipient": row.recipient,
         "account_id": row.account_id,

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("route", "domain", name=op.f("pk_routing_state")),
     )
     with op.batch_alter_table("outbound_queue", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("queue_id", sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column("status", sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column("remote_mta", sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column("last_attempt", sa.DateTime(timezone=True), nullable=True))
@@ -42,5 +43,6 @@ def downgrade() -> None:
         batch_op.drop_column("last_attempt")
         batch_op.drop_column("remote_mta")
         batch_op.drop_column("status")
+        batch_op.drop_column("queue_id")
 
     op.drop_table("routing_state")
