@@ -49,8 +49,9 @@ async def queue_command(store, args, out, human) -> None:
         if row is None:
             raise NoSuchRow(f"no queued row {args.id}")
         for key in (
-            "id", "queue_id", "kind", "sender", "recipient", "size", "created", "attempts", "next_attempt",
-            "last_attempt", "status", "remote_mta", "reason", "delay_notified", "blob_sha256",
+            "id", "queue_id", "kind", "sender", "recipient", "size", "created", "attempts",
+            "next_attempt", "last_attempt", "status", "remote_mta", "reason", "delay_notified",
+            "blob_sha256",
         ):  # fmt: skip
             value = row[key]
             if key == "sender" and not value:

@@ -16,6 +16,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from mailbox_appliance.routing.scores import format_table
+from mailbox_appliance.smtp import runner
 from tests.support.appliance import PASSWORD, add_account, insecure_tls, port_of, started_appliance
 from tests.support.databases import postgres_url
 from tests.support.dns_server import LoopbackDNS
@@ -260,6 +261,30 @@ class ConcurrencyTests(_OutboundTestCase):
         yield self.submit_each(recipients)
         yield self.sink.wait_for(12)
         self.assertEqual(self.sink.most_open, 4)
+
+
+class SlowDomainTests(_OutboundTestCase):
+    """A slow domain's backlog must not hold up mail for the others ("not delayed")."""
+
+    delivery = {"max_connections_per_domain": 1}
+
+    @inlineCallbacks
+    def test_mail_for_other_domains_overtakes_a_slow_domains_backlog(self):
+        self.patch(runner, "MAX_IN_HAND", 3)
+        self.patch(runner, "MAX_IN_HAND_PER_DOMAIN", 2)
+        self.sink.behaviour.delay = 0.2  # every reply: the sink is the slow domain's MX...
+        self.fast = Sink()
+        self.fast.start("127.0.0.5", self.sink.port)  # ...and 127.0.0.5 answers at once
+        self.addCleanup(self.fast.stop)
+        self.dns.set("quick.test", "MX", [(10, "mx.quick.test")])
+        self.dns.set("mx.quick.test", "A", ["127.0.0.5"])
+        for i in range(8):
+            yield self.submit([f"r{i}@remote.test"], message(f"slow {i}"))
+        yield self.submit(["x@quick.test"], message("quick"))
+        yield self.fast.wait_for(1, timeout=20)
+        # The quick domain was served while the slow one was still being worked through.
+        self.assertLessEqual(len(self.sink.messages), 4)
+        yield self.sink.wait_for(8)
 
 
 class BounceTests(_OutboundTestCase):

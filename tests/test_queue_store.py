@@ -55,6 +55,15 @@ class _QueueStoreTests:
         self.assertEqual(len(again), 1)
 
     @inlineCallbacks
+    def test_a_claim_skips_domains_the_runner_has_enough_of_and_brings_small_content(self):
+        yield self.queue(["a@slow.test", "b@slow.test", "c@other.test"])
+        rows = yield self.store.claim_due(10, ["slow.test"])
+        self.assertEqual([r["recipient"] for r in rows], ["c@other.test"])
+        self.assertEqual(rows[0]["content"], b"Subject: hi\r\n\r\nbody\r\n")
+        rows = yield self.store.claim_due(10)
+        self.assertEqual(sorted(r["recipient"] for r in rows), ["a@slow.test", "b@slow.test"])
+
+    @inlineCallbacks
     def test_sent_rows_go_and_the_last_one_frees_the_content(self):
         ids = yield self.queue()
         yield self.store.claim_due(10)

@@ -58,7 +58,10 @@ from mailbox_appliance.store.queue import Settlement
 log = Logger()
 
 #: Claimed rows the runner holds in memory at most; the rest wait in the store.
-MAX_IN_HAND = 20000
+MAX_IN_HAND = 5000
+#: Rows waiting for one domain beyond which no more of its rows are claimed, so that a slow
+#: domain's backlog never fills the runner's hands while mail for others waits.
+MAX_IN_HAND_PER_DOMAIN = 500
 CLAIM_BATCH = 500
 #: Content up to this size is read in one trip (inline blobs live in the database).
 SMALL_CONTENT = 256 * 1024
@@ -71,8 +74,9 @@ STOP_GRACE = 5.0
 class Job:
     """One transaction to send: one message from one sender to recipients at one domain."""
 
-    def __init__(self, domain: str, rows: list[dict[str, Any]]):
-        self.domain = domain
+    def __init__(self, dest: Destination, rows: list[dict[str, Any]]):
+        self.dest = dest
+        self.domain = dest.domain
         self.rows = rows
         first = rows[0]
         self.sha256 = first["blob_sha256"]
@@ -81,6 +85,8 @@ class Job:
         self.sender = first["sender"]
         self.recipients = tuple(dict.fromkeys(row["recipient"] for row in rows))
         self.envelope = Envelope(self.sender, self.recipients, self.size, first["account_id"])
+        #: The content itself when it is small and inline (it came with the claim).
+        self.content: bytes | None = first.get("content")
         #: The last temporary failure: what the rows get if no hop takes the message.
         self.trouble = fates.temporary("4.4.1", "no attempt was made")
 
@@ -92,6 +98,8 @@ class Destination:
         self.domain = domain
         self.jobs: deque[Job] = deque()
         self.workers = 0
+        #: Claimed rows for this domain, waiting or being sent.
+        self.rows = 0
         #: Workers with an open connection, waiting for the next job (connection reuse).
         self.idle: list[Deferred] = []
 
@@ -113,6 +121,7 @@ class QueueRunner(Service):
         self.sessions: set[Any] = set()
         self._pumping = False
         self._again = False
+        self._full = False  # the last claim found no room: claim again when rows settle
         self._poll = LoopingCall(self.wake)
         self._poll.clock = reactor
         self._save = LoopingCall(self._save_scores)
@@ -186,14 +195,18 @@ class QueueRunner(Service):
             while not self.stopping:
                 self._again = False
                 room = min(CLAIM_BATCH, MAX_IN_HAND - len(self.in_hand))
-                if room <= 0:
+                self._full = room <= 0
+                if self._full:
                     break
-                rows = await self.store.claim_due(room)
+                rows = await self.store.claim_due(room, self._busy_domains())
                 self._take(rows)
                 if len(rows) < room and not self._again:
                     break
         finally:
             self._pumping = False
+
+    def _busy_domains(self) -> list[str]:
+        return [d.domain for d in self.destinations.values() if d.rows >= MAX_IN_HAND_PER_DOMAIN]
 
     def _take(self, rows: list[dict[str, Any]]) -> None:
         relay: dict[tuple, list[dict[str, Any]]] = {}
@@ -211,8 +224,9 @@ class QueueRunner(Service):
             dest = self.destinations.get(domain)
             if dest is None:
                 dest = self.destinations[domain] = Destination(domain)
+            dest.rows += len(group)
             for i in range(0, len(group), limit):
-                dest.jobs.append(Job(domain, group[i : i + limit]))
+                dest.jobs.append(Job(dest, group[i : i + limit]))
             self._dispatch(dest)
         for group in notices.values():
             self._track(ensureDeferred(self._notify(group)), "sending a DSN")
@@ -225,7 +239,7 @@ class QueueRunner(Service):
             later = utcnow() + datetime.timedelta(seconds=self.delivery.retry.first)
             await self.store.settle([Settlement(row["id"], "release", later) for row in rows])
         finally:
-            self.in_hand.difference_update(row["id"] for row in rows)
+            self._let_go(rows)
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -305,7 +319,7 @@ class QueueRunner(Service):
                 pending = await self._use_hop(dest, route, hop, pending)
         if pending is not None and self.stopping:
             # Stopped, not failed: the rows stay claimed and are due again at the next start.
-            self.in_hand.difference_update(row["id"] for row in pending.rows)
+            self._let_go(pending.rows, pending.dest)
         elif pending is not None:
             await self._settle(pending, lambda row: pending.trouble)
 
@@ -401,6 +415,13 @@ class QueueRunner(Service):
 
     def _reader(self, job: Job) -> Callable[[int, int], Deferred[bytes]]:
         blobs, sha, skip = self.store.blobs, job.sha256, job.skip
+        if job.content is not None:
+            content = job.content
+
+            def read_held(offset: int, length: int) -> Deferred[bytes]:
+                return succeed(content[skip + offset : skip + offset + length])
+
+            return read_held
         if job.size + skip <= SMALL_CONTENT:
 
             def read_small(offset: int, length: int) -> Deferred[bytes]:
@@ -432,7 +453,7 @@ class QueueRunner(Service):
         try:
             await self.store.settle(settlements)
         finally:
-            self.in_hand.difference_update(row["id"] for row in job.rows)
+            self._let_go(job.rows, job.dest)
         for (row, fate), s in zip(decided, settlements, strict=True):
             log.info(
                 "{queue_id}: to=<{to}> relay={relay} status={status} ({reason})",
@@ -442,6 +463,15 @@ class QueueRunner(Service):
                 status={"retry": "deferred", "bounce": "bounced"}.get(s.action, s.action),
                 reason=fate.reason,
             )
+
+    def _let_go(self, rows: list[dict[str, Any]], dest: Destination | None = None) -> None:
+        """Rows settled (or left claimed at a stop): room for more claims."""
+        self.in_hand.difference_update(row["id"] for row in rows)
+        if dest is not None:
+            dest.rows -= len(rows)
+        if self._full:
+            self._full = False
+            self.wake()
 
     async def _save_scores(self) -> None:
         if not self.scoreboard.dirty:

@@ -366,8 +366,10 @@ class Store:
     def release_claims(self) -> Deferred[int]:
         return self._write(queue.release_claims_txn)
 
-    def claim_due(self, limit: int) -> Deferred[list[dict[str, Any]]]:
-        return self._write(queue.claim_due_txn, queue.utcnow(), limit)
+    def claim_due(
+        self, limit: int, skip_domains: Collection[str] = ()
+    ) -> Deferred[list[dict[str, Any]]]:
+        return self._write(queue.claim_due_txn, queue.utcnow(), limit, sorted(skip_domains))
 
     def settle(self, settlements: Sequence[queue.Settlement]) -> Deferred[int]:
         """Record the fate of claimed rows; many runners' calls share one commit."""

@@ -171,8 +171,16 @@ def reference_many_txn(
 
 def decref_txn(conn: Connection, sha256: str, count: int = 1) -> None:
     """Drop ``count`` references; at zero the blob waits out the grace period, then goes."""
-    conn.execute(_DECREF, {"b_sha256": sha256, "b_count": count})
-    conn.execute(_MARK_ZERO, {"b_sha256": sha256, "b_now": utcnow()})
+    decref_many_txn(conn, {sha256: count})
+
+
+def decref_many_txn(conn: Connection, counts: dict[str, int]) -> None:
+    """``decref_txn`` for many blobs: two statements in all (``executemany``)."""
+    if not counts:
+        return
+    now = utcnow()
+    conn.execute(_DECREF, [{"b_sha256": sha, "b_count": n} for sha, n in counts.items()])
+    conn.execute(_MARK_ZERO, [{"b_sha256": sha, "b_now": now} for sha in counts])
 
 
 def inline_content_txn(conn: Connection, sha256: str) -> bytes | None:

@@ -16,11 +16,16 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, false, select, true, update
+from sqlalchemy import bindparam, case, delete, false, or_, select, true, update
 from sqlalchemy.engine import Connection
 
 from mailbox_appliance.store import schema
-from mailbox_appliance.store.blob_rows import BlobRef, decref_txn, reference_many_txn, utcnow
+from mailbox_appliance.store.blob_rows import (
+    BlobRef,
+    decref_many_txn,
+    reference_many_txn,
+    utcnow,
+)
 from mailbox_appliance.store.delivery import Delivery, Outcome, deliver_many_txn
 from mailbox_appliance.store.journal import record_many_txn
 
@@ -92,6 +97,9 @@ def list_queue_txn(conn: Connection) -> list[dict[str, Any]]:
 
 # -- the queue runner ----------------------------------------------------------------------
 
+#: Inline content up to this size is returned by claim_due_txn (the runner keeps at most
+#: a few thousand rows in hand, so this bounds the memory they take).
+INLINE_WITH_CLAIM = 32 * 1024
 _CLAIMABLE = (
     select(
         _q.c.id,
@@ -110,6 +118,10 @@ _CLAIMABLE = (
         _q.c.last_attempt,
         _q.c.delay_notified,
         (schema.blobs.c.size - _q.c.skip_bytes).label("size"),
+        # Small content comes with the claim: no trip to a reader thread per message.
+        case((schema.blobs.c.size <= INLINE_WITH_CLAIM, schema.blobs.c.data), else_=None).label(
+            "content"
+        ),
     )
     .join(schema.blobs, schema.blobs.c.sha256 == _q.c.blob_sha256)
     .where(_q.c.claimed == false(), _q.c.next_attempt <= bindparam("now"))
@@ -123,9 +135,16 @@ def release_claims_txn(conn: Connection) -> int:
     return conn.execute(update(_q).where(_q.c.claimed == true()).values(claimed=False)).rowcount
 
 
-def claim_due_txn(conn: Connection, now: datetime.datetime, limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` rows that are due, oldest first, marked as in hand."""
-    rows = [dict(r._mapping) for r in conn.execute(_CLAIMABLE.limit(limit), {"now": now})]
+def claim_due_txn(
+    conn: Connection, now: datetime.datetime, limit: int, skip_domains: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` rows that are due, oldest first, marked as in hand; none for
+    ``skip_domains`` (the runner has enough for them: a slow domain's backlog must not fill
+    its hands and hold up mail for every other domain)."""
+    query = _CLAIMABLE.limit(limit)
+    if skip_domains:
+        query = query.where(or_(_q.c.domain.is_(None), _q.c.domain.not_in(list(skip_domains))))
+    rows = [dict(r._mapping) for r in conn.execute(query, {"now": now})]
     if rows:
         conn.execute(_CLAIM, [{"b_id": r["id"]} for r in rows])
     return rows
@@ -234,6 +253,7 @@ def _notice_row(row: Any, s: Settlement, now: datetime.datetime) -> dict[str, An
         "blob_sha256": row.blob_sha256,
         "skip_bytes": row.skip_bytes,
         "queue_id": row.queue_id,
+        "domain": None,
         "sender": row.sender,
         "recipient": row.recipient,
         "account_id": row.account_id,
@@ -254,8 +274,7 @@ def _remove_txn(conn: Connection, rows: Sequence[Any]) -> None:
     if not rows:
         return
     conn.execute(delete(_q).where(_q.c.id.in_([r.id for r in rows])))
-    for sha, count in Counter(r.blob_sha256 for r in rows).items():
-        decref_txn(conn, sha, count)
+    decref_many_txn(conn, Counter(r.blob_sha256 for r in rows))
 
 
 def dsn_sent_txn(conn: Connection, ids: Sequence[int], item: Delivery | None) -> Outcome | None:

@@ -193,6 +193,8 @@ outbound_queue = Table(
     Column("reason", Text, nullable=True),
     #: The ID the message was accepted under (the SMTP log's), to follow it in the log.
     Column("queue_id", String(16), nullable=True),
+    #: The recipient's domain (lower case) for relay rows: the runner claims per domain.
+    Column("domain", String(255), nullable=True),
     #: RFC 3463 status of the failure (``5.1.1``, ``4.4.1``) and the server that said so.
     Column("status", String(16), nullable=True),
     Column("remote_mta", String(255), nullable=True),

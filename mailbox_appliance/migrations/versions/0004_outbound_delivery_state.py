@@ -25,6 +25,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("outbound_queue", schema=None) as batch_op:
         batch_op.add_column(sa.Column("queue_id", sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column("domain", sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column("status", sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column("remote_mta", sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column("last_attempt", sa.DateTime(timezone=True), nullable=True))
@@ -44,5 +45,6 @@ def downgrade() -> None:
         batch_op.drop_column("remote_mta")
         batch_op.drop_column("status")
         batch_op.drop_column("queue_id")
+        batch_op.drop_column("domain")
 
     op.drop_table("routing_state")
