@@ -409,8 +409,8 @@ class QueueRunner(Service):
         reused only then, so an adaptive policy's choice is not undone by connection reuse."""
         try:
             routes = await self.policy.routes(job.envelope, job.domain)
-        except RoutingError:
-            return False  # the worker asks again and settles the job
+        except Exception:  # RoutingError or a broken plug-in: the worker asks again, settles
+            return False
         return bool(routes) and routes[0].name == route.name
 
     def _reader(self, job: Job) -> Callable[[int, int], Deferred[bytes]]:

@@ -127,7 +127,6 @@ _CLAIMABLE = (
     .where(_q.c.claimed == false(), _q.c.next_attempt <= bindparam("now"))
     .order_by(_q.c.next_attempt, _q.c.id)
 )
-_CLAIM = update(_q).where(_q.c.id == bindparam("b_id")).values(claimed=True)
 
 
 def release_claims_txn(conn: Connection) -> int:
@@ -146,7 +145,8 @@ def claim_due_txn(
         query = query.where(or_(_q.c.domain.is_(None), _q.c.domain.not_in(list(skip_domains))))
     rows = [dict(r._mapping) for r in conn.execute(query, {"now": now})]
     if rows:
-        conn.execute(_CLAIM, [{"b_id": r["id"]} for r in rows])
+        ids = [r["id"] for r in rows]
+        conn.execute(update(_q).where(_q.c.id.in_(ids)).values(claimed=True))
     return rows
 
 
