@@ -24,7 +24,6 @@ import base64
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -34,6 +33,21 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailbox_appliance.netutil import no_delay
+from mailbox_appliance.smtp.client_api import (
+    ContentError,
+    Reply,
+    SessionInfo,
+    SessionLost,
+    SMTPFailure,
+    Timeouts,
+    TLSUnavailable,
+    Transaction,
+    TransactionResult,
+    accepted,
+    make_reply,
+    parse_ehlo,
+    size_limit,
+)
 from mailbox_appliance.stuffing import DotStuffer
 
 log = Logger()
@@ -48,133 +62,8 @@ MAX_REPLY = 1024 * 1024
 _AUTH_LINE = 12288
 
 _LINE = re.compile(rb"([2-5][0-9][0-9])(?:([ -])(.*))?", re.DOTALL)
-#: RFC 3463 §2: class.subject.detail, then a space before the text (RFC 2034 §4).
-_ENHANCED = re.compile(r"([245]\.\d{1,3}\.\d{1,3})(?: +|$)")
 #: Characters that could end a command line or break the path's brackets.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f<>]")
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A server's reply (RFC 5321 §4.2), or one made up here (``local``) for a refusal that
-    never reached the server: those say nothing about the route."""
-
-    code: int
-    text: str
-    enhanced: str | None = None
-    local: bool = False
-
-    @property
-    def positive(self) -> bool:
-        return 200 <= self.code < 400
-
-    @property
-    def temporary(self) -> bool:
-        return 400 <= self.code < 500
-
-    @property
-    def permanent(self) -> bool:
-        return 500 <= self.code < 600
-
-    def __str__(self) -> str:
-        text = self.text.replace("\n", " ")
-        return " ".join(p for p in (str(self.code), self.enhanced, text) if p)
-
-
-def _ok(reply: Reply) -> bool:
-    return 200 <= reply.code < 300
-
-
-@dataclass(frozen=True)
-class Transaction:
-    sender: str  # "" is the null reverse-path of a bounce: MAIL FROM:<>
-    recipients: tuple[str, ...]
-    size: int  # content bytes before stuffing, for SIZE= (RFC 1870)
-    #: read(offset, length): content bytes from offset, at most length, non-empty before size.
-    read: Callable[[int, int], Deferred[bytes]]
-
-
-@dataclass
-class TransactionResult:
-    mail: Reply
-    rcpt: dict[str, Reply]  # the RCPT reply of every recipient that got one (or a local one)
-    data: Reply | None  # DATA's refusal, or the reply after the content; None: not attempted
-    bytes_sent: int  # written after the 354, stuffed, the final "." line included
-    data_seconds: float  # from the 354 to the final reply
-
-    def outcome(self, recipient: str) -> Reply:
-        """What happened to this recipient: a local refusal first (retrying the same way
-        cannot help), then MAIL's refusal, its RCPT refusal, and else the final reply."""
-        rcpt = self.rcpt.get(recipient)
-        if rcpt is not None and rcpt.local:
-            return rcpt
-        if not _ok(self.mail):
-            return self.mail
-        if rcpt is None:
-            raise KeyError(recipient)
-        if not _ok(rcpt):
-            return rcpt
-        if self.data is None:  # cannot happen; never report an unsent message as delivered
-            return Reply(451, "no reply to the message content", "4.4.0", local=True)
-        return self.data
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    greeting: Reply
-    extensions: dict[str, str]  # EHLO keywords, upper-cased -> their parameters
-    tls: bool
-    tls_version: str | None
-    cipher: str | None
-    authenticated: str | None
-    seconds: float  # connectionMade -> ready
-
-
-class SMTPFailure(Exception):
-    """The server said no at a session stage ("greeting", "ehlo", "auth", "rset"...), or
-    (``reply.local``) this client refused on its behalf."""
-
-    def __init__(self, reply: Reply, stage: str):
-        super().__init__(f"{stage}: {reply}")
-        self.reply = reply
-        self.stage = stage
-
-
-class SessionLost(Exception):
-    """The connection dropped, timed out or the server broke the protocol, at ``stage``."""
-
-    def __init__(self, stage: str, reason: str):
-        super().__init__(f"{stage}: {reason}")
-        self.stage = stage
-        self.reason = reason
-
-
-class TLSUnavailable(Exception):
-    """TLS was required but is not offered or refused (``reply``), or the handshake failed:
-    the runner may retry without TLS when its policy is opportunistic."""
-
-    def __init__(self, reason: str, reply: Reply | None = None, stage: str = "starttls"):
-        super().__init__(f"{stage}: {reason}")
-        self.reason = reason
-        self.reply = reply
-        self.stage = stage
-
-
-class ContentError(Exception):
-    """``Transaction.read`` failed or ended early: a local problem.  DATA cannot be taken
-    back (RFC 5321 §4.1.1.4), so the connection was dropped before the final dot."""
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """RFC 5321 §4.5.3.2 defaults, in seconds; ``quit`` bounds a polite goodbye."""
-
-    greeting: float = 300
-    command: float = 300  # EHLO, MAIL, RCPT, RSET, AUTH, STARTTLS
-    data_start: float = 120
-    data_block: float = 180  # each wait for the transport to take more content
-    data_end: float = 600
-    quit: float = 10
 
 
 class _Wait:
@@ -323,7 +212,7 @@ class OutboundSMTP(Protocol):
 
     async def _setup(self) -> SessionInfo:
         greeting = await self._expect("greeting", self._timeouts.greeting)
-        if not _ok(greeting):  # 554: no service here (RFC 5321 §3.1)
+        if not accepted(greeting):  # 554: no service here (RFC 5321 §3.1)
             raise SMTPFailure(greeting, "greeting")
         await self._hello()
         if self._tls_mode != "none":
@@ -353,13 +242,13 @@ class OutboundSMTP(Protocol):
     async def _hello(self) -> None:
         """EHLO, or HELO for a server that refuses it permanently (RFC 5321 §3.2)."""
         reply = await self._command(f"EHLO {self._helo}", "ehlo")
-        if _ok(reply):
-            self._extensions = _parse_ehlo(reply.text)
+        if accepted(reply):
+            self._extensions = parse_ehlo(reply.text)
             return
         if not reply.permanent:
             raise SMTPFailure(reply, "ehlo")
         reply = await self._command(f"HELO {self._helo}", "helo")
-        if not _ok(reply):
+        if not accepted(reply):
             raise SMTPFailure(reply, "helo")
         self._extensions = {}
 
@@ -419,8 +308,8 @@ class OutboundSMTP(Protocol):
             reply = await self._command(response, "auth")
         if reply.code == 334:  # the server wants more than the mechanism has: cancel (§4)
             cancelled = await self._command("*", "auth")
-            raise SMTPFailure(cancelled if not _ok(cancelled) else reply, "auth")
-        if not _ok(reply):
+            raise SMTPFailure(cancelled if not accepted(cancelled) else reply, "auth")
+        if not accepted(reply):
             raise SMTPFailure(reply, "auth")
         self._authenticated = username
 
@@ -432,7 +321,7 @@ class OutboundSMTP(Protocol):
             return TransactionResult(refusal, rcpt, None, 0, 0.0)
         if self._need_rset:  # the last transaction left the server's state behind
             reply = await self._command("RSET", "rset")
-            if not _ok(reply):
+            if not accepted(reply):
                 self._unusable = SMTPFailure(reply, "rset")
                 raise self._unusable
             self._need_rset = False
@@ -455,12 +344,12 @@ class OutboundSMTP(Protocol):
                     wait.addErrback(_ignore)
         else:
             mail = await self._command(mail_line, "mail")
-            if _ok(mail):
+            if accepted(mail):
                 for address, line in zip(recipients, rcpt_lines, strict=True):
                     rcpt[address] = await self._command(line, "rcpt")
-                if any(_ok(rcpt[r]) for r in recipients):
+                if any(accepted(rcpt[r]) for r in recipients):
                     data = await self._command("DATA", "data", t.data_start)
-        if not (_ok(mail) and any(_ok(rcpt[r]) for r in recipients)):
+        if not (accepted(mail) and any(accepted(rcpt[r]) for r in recipients)):
             self._need_rset = True
             if data is not None and data.code == 354:  # a broken server: end it empty
                 await self._end_content(b".\r\n")
@@ -485,7 +374,7 @@ class OutboundSMTP(Protocol):
         if not tx.sender.isascii() and not smtputf8:  # RFC 6531 §3.2
             text = "the sender address needs SMTPUTF8, which the server does not offer"
             return Reply(553, text, "5.6.7", local=True), rcpt, [], False
-        limit = _size_limit(self._extensions)
+        limit = size_limit(self._extensions)
         if limit and tx.size > limit:  # RFC 1870 §6.1
             text = f"message size exceeds fixed maximum message size ({limit} bytes)"
             return Reply(552, text, "5.3.4", local=True), rcpt, [], False
@@ -636,7 +525,7 @@ class OutboundSMTP(Protocol):
             self._protocol_error("reply too long")
         elif match.group(2) != b"-":
             lines, self._lines, self._code, self._reply_size = self._lines, [], None, 0
-            self._dispatch(_make_reply(code, lines))
+            self._dispatch(make_reply(code, lines))
 
     def _dispatch(self, reply: Reply) -> None:
         if reply.code == 421:  # the server is closing the channel, at any point (§3.8)
@@ -731,38 +620,6 @@ class OutboundSMTP(Protocol):
         self._fail(exc)
         self._disarm()
         self._finish_quit()
-
-
-def _make_reply(code: int, lines: list[str]) -> Reply:
-    """Enhanced status codes (RFC 2034 §4) come off every line that repeats them."""
-    match = _ENHANCED.match(lines[0])
-    if match is None or match.group(1)[0] != str(code)[0]:
-        return Reply(code, "\n".join(lines))
-    enhanced = match.group(1)
-    text = []
-    for line in lines:
-        found = _ENHANCED.match(line)
-        text.append(line[found.end() :] if found and found.group(1) == enhanced else line)
-    return Reply(code, "\n".join(text), enhanced)
-
-
-def _parse_ehlo(text: str) -> dict[str, str]:
-    """The EHLO keywords (RFC 5321 §4.1.1.1) after the greeting line, upper-cased."""
-    extensions: dict[str, str] = {}
-    for line in text.split("\n")[1:]:
-        keyword, _, params = line.strip().partition(" ")
-        keyword = keyword.upper()
-        if keyword.startswith("AUTH="):  # servers from before RFC 4954
-            extensions.setdefault("AUTH", f"{keyword[5:]} {params}".strip())
-        elif keyword:
-            extensions[keyword] = params.strip()
-    return extensions
-
-
-def _size_limit(extensions: dict[str, str]) -> int:
-    """The advertised SIZE limit (RFC 1870 §4); 0 is none."""
-    value = extensions.get("SIZE", "").split()
-    return int(value[0]) if value and value[0].isdigit() else 0
 
 
 def _mail_command(tx: Transaction, extensions: dict[str, str], smtputf8: bool) -> str:

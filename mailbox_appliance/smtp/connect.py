@@ -15,7 +15,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import ClientFactory
 
 from mailbox_appliance.routing import Hop, Route
-from mailbox_appliance.smtp.client import OutboundSMTP, SessionInfo, TLSUnavailable
+from mailbox_appliance.smtp.client import OutboundSMTP
+from mailbox_appliance.smtp.client_api import SessionInfo, TLSUnavailable
 
 
 async def connect_hop(

@@ -43,7 +43,7 @@ from mailbox_appliance.routing import (
 from mailbox_appliance.routing.dns import Resolver
 from mailbox_appliance.routing.scores import Scoreboard
 from mailbox_appliance.smtp import fate as fates
-from mailbox_appliance.smtp.client import (
+from mailbox_appliance.smtp.client_api import (
     ContentError,
     SessionLost,
     SMTPFailure,
