@@ -19,23 +19,9 @@ from mailbox_appliance.routing.scores import format_table
 from mailbox_appliance.smtp import runner
 from tests.support.appliance import PASSWORD, add_account, insecure_tls, port_of, started_appliance
 from tests.support.databases import postgres_url
-from tests.support.dns_server import LoopbackDNS
+from tests.support.outbound import outbound_config, sink_and_dns
 from tests.support.sink import Sink, SinkBehaviour, sink_tls
 from tests.support.smtp import inbox
-
-RECORDS = {
-    "remote.test": {"MX": [(10, "mx.remote.test")]},
-    "mx.remote.test": {"A": ["127.0.0.2"]},
-    "other.test": {"MX": [(10, "mx.remote.test")]},
-    "world.test": {"MX": [(10, "mx.remote.test")]},
-    "nullmx.test": {"MX": [(0, ".")]},
-    "broken.test": "SERVFAIL",
-    # The preferred MX has no server listening: the next one must get the mail.
-    "twomx.test": {"MX": [(10, "dead.twomx.test"), (20, "mx.remote.test")]},
-    "dead.twomx.test": {"A": ["127.0.0.3"]},
-    # No MX record: the domain's own address is the mail host (RFC 5321 §5.1).
-    "implicit.test": {"A": ["127.0.0.2"]},
-}
 
 
 def message(subject: str = "hello", body: str = "Hi there.\r\n.leading dot\r\n") -> bytes:
@@ -82,22 +68,10 @@ class _OutboundTestCase(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.sink = Sink(self.behaviour())
-        port = self.sink.start("127.0.0.2")
-        self.addCleanup(self.sink.stop)
-        self.dns = LoopbackDNS(dict(RECORDS))
-        self.dns.start()
-        self.addCleanup(self.dns.stop)
-        delivery = {
-            "hold": False,
-            "port": port,
-            "retry": {"first": 60, "max_interval": 600, "give_up_after": 3600},
-            "poll_interval": 0.2,
-            "reuse_time": 0.5,
-            **self.delivery,
-        }
-        overrides = {"delivery": delivery, "dns": {"nameservers": [self.dns.nameserver]}}
-        routing = self.routing_config(port)
+        self.sink, self.dns = sink_and_dns(self, self.behaviour())
+        delivery = {"retry": {"first": 60, "max_interval": 600, "give_up_after": 3600}}
+        overrides = outbound_config(self.sink, self.dns, **{**delivery, **self.delivery})
+        routing = self.routing_config(self.sink.port)
         if routing is not None:
             overrides["routing"] = routing
         database = self.database()

@@ -36,17 +36,12 @@ from twisted.trial.unittest import TestCase
 
 from mailbox_appliance.config import load_config
 from tests.support.appliance import insecure_tls
-from tests.support.dns_server import LoopbackDNS
+from tests.support.outbound import outbound_config, sink_and_dns
 from tests.support.processes import ChildAppliance, child_env, reset_peak, vm_field
 from tests.support.sink import Sink, SinkBehaviour
 from tests.support.smtp import RawSMTP
 
 log = Logger()
-
-RECORDS = {
-    "remote.test": {"MX": [(10, "mx.remote.test")]},
-    "mx.remote.test": {"A": ["127.0.0.2"]},
-}
 
 _MESSAGE_ID = re.compile(rb"^Message-ID: <([^>]+)>\r?$", re.MULTILINE | re.IGNORECASE)
 _ATTEMPTS = re.compile(r"<(\S*)>\tattempts (\d+)")
@@ -87,22 +82,9 @@ class _OutboundChild(ChildAppliance, TestCase):
         return SinkBehaviour()
 
     def setUp(self):
-        self.sink = Sink(self.behaviour())
-        sink_port = self.sink.start("127.0.0.2")
-        self.addCleanup(self.sink.stop)
-        self.dns = LoopbackDNS(dict(RECORDS))
-        self.dns.start()
-        self.addCleanup(self.dns.stop)
-        self.config = {
-            "delivery": {
-                "hold": False,
-                "port": sink_port,
-                "poll_interval": 0.2,
-                "reuse_time": 0.5,
-                "retry": {"first": 1, "max_interval": 2, "give_up_after": 3600},
-            },
-            "dns": {"nameservers": [self.dns.nameserver]},
-        }
+        self.sink, self.dns = sink_and_dns(self, self.behaviour())
+        retry = {"first": 1, "max_interval": 2, "give_up_after": 3600}
+        self.config = outbound_config(self.sink, self.dns, retry=retry)
         super().setUp()
         self._stop_in_a_thread_at_cleanup(self.twistd)
 
