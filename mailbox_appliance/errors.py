@@ -73,3 +73,38 @@ class MailboxError(StoreError):
 
     def __reduce__(self):
         return (type(self), (self.code, str(self)))
+
+
+# -- the file-transfer station (interfaces.IUploadBackend) ---------------------------------
+
+
+class UploadError(StoreError):
+    """A refused upload operation; ``str()`` is the reason for the client."""
+
+
+class UploadGone(UploadError):
+    """No such upload for this owner, or it expired (HTTP 404 or 410)."""
+
+    def __init__(self, reason: str = "no such upload", expired: bool = False):
+        super().__init__(reason)
+        self.expired = expired
+
+
+class UploadTooLarge(UploadError):
+    """Over a limit: the largest file, the station's or the cloud drive's capacity (413)."""
+
+
+class UploadConflict(UploadError):
+    """Not possible in the upload's state: complete, final, length already set (409/403)."""
+
+
+class OffsetMismatch(UploadError):
+    """The client's Upload-Offset is not where the upload is (HTTP 409)."""
+
+    def __init__(self, current: int):
+        super().__init__(f"the upload is at offset {current}")
+        self.current = current
+
+
+class ChecksumMismatch(UploadError):
+    """The chunk does not match its Upload-Checksum; it was discarded (tus: 460)."""
