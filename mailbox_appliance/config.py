@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import socket
 import types
 import typing
@@ -28,6 +27,8 @@ from mailbox_appliance.config_delivery import (
     check_dns,
     check_routing,
 )
+from mailbox_appliance.config_transfer import TransferConfig, check_transfer
+from mailbox_appliance.config_types import Size, parse_size
 
 ENV_VAR = "MAILBOX_APPLIANCE_CONFIG"
 
@@ -72,44 +73,6 @@ class ConfigError(Exception):
     def __init__(self, errors: list[str]):
         super().__init__("\n".join(errors))
         self.errors = list(errors)
-
-
-class Size(int):
-    """A byte count; YAML may give an integer or a string such as ``"64 MiB"``."""
-
-
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "t": 1000**4,
-    "tb": 1000**4,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-    "tib": 1024**4,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_size(value: object) -> int:
-    """Parse ``1048576``, ``"64 MiB"``, ``"2GB"`` into bytes; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size (bytes, or a string like '64 MiB')")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("expected a size of zero or more bytes")
-        return value
-    if isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if m and m.group(2).lower() in _SIZE_UNITS:
-            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-    raise ValueError("expected a size (bytes, or a string like '64 MiB')")
 
 
 def _default_listen() -> Mapping[str, tuple[str, ...]]:
@@ -262,6 +225,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     #: The file this configuration came from (None = built-in defaults); not a YAML key.
     source: str | None = field(default=None, metadata={"internal": True})
 
@@ -539,6 +503,7 @@ _SEMANTIC_CHECKS = (
     ("delivery", lambda config, errors: check_delivery(config.delivery, errors)),
     ("dns", lambda config, errors: check_dns(config.dns, errors)),
     ("routing", lambda config, errors: check_routing(config.routing, errors)),
+    ("transfer", lambda config, errors: check_transfer(config.transfer, errors)),
 )
 
 
