@@ -66,11 +66,12 @@ class IUploadBackend(Interface):
     upload of another owner is reported as absent (never revealed).  Every method returns a
     Deferred; failures are the exceptions of ``mailbox_appliance.errors`` named below."""
 
-    def create(owner, length, metadata, parts=None):
+    def create(owner, length, metadata, parts=None, partial=False):
         """A new upload of ``length`` bytes (None: declared later, creation-defer-length) with
         ``metadata`` (dict of str to bytes, from Upload-Metadata); ``parts``: the ids of
-        finished partial uploads to concatenate (a final upload).  Fires with UploadInfo;
-        fails with UploadTooLarge (the reason names the limit)."""
+        finished partial uploads to concatenate (a final upload); ``partial``: a part of a
+        later final upload (Upload-Concat: partial).  Fires with UploadInfo; fails with
+        UploadTooLarge (the reason names the limit)."""
 
     def info(owner, upload_id):
         """UploadInfo, or None when there is no such upload for ``owner`` (or it expired)."""

@@ -117,6 +117,44 @@ class _MigrationTests:
             self.assertEqual(tuple(row), ("b@b.test", 2, False, False, None))
             self.assertEqual(conn.execute(select(schema.routing_state)).all(), [])
 
+    def test_upgrade_from_0004_keeps_mail_and_adds_the_file_transfer_tables(self):
+        engine = self._engine()
+        with engine.begin() as conn:
+            command.upgrade(migrate.alembic_config(conn), "0004")
+            for statement in [
+                "INSERT INTO domains (id, name, created) VALUES (1, 'a.test', '2026-01-01')",
+                "INSERT INTO accounts (id, address, domain_id, password_hash, quota_bytes,"
+                " used_bytes, created, disabled)"
+                " VALUES (1, 'u@a.test', 1, 'h', 1000, 10, '2026-01-01', false)",
+                "INSERT INTO blobs (sha256, size, tier, refcount, created, last_access)"
+                " VALUES ('ab', 10, 'hot', 1, '2026-01-01', '2026-01-01')",
+            ]:
+                conn.execute(text(statement))
+        self.assertEqual(migrate.upgrade(self.url), ("0004", migrate.head_revision()))
+        with engine.begin() as conn:
+            self.assertEqual(
+                conn.execute(select(schema.accounts.c.address)).scalars().all(), ["u@a.test"]
+            )
+            for table in (schema.uploads, schema.files, schema.share_links):
+                self.assertEqual(conn.execute(select(table)).all(), [])
+            # The server defaults let rows be written without the new booleans.
+            conn.execute(
+                text(
+                    "INSERT INTO files (id, account_id, name, size, blob_sha256, kind, created)"
+                    " VALUES ('f', 1, 'n', 10, 'ab', 'station', '2026-01-01')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO share_links (token, file_id, created, expires)"
+                    " VALUES ('t', 'f', '2026-01-01', '2026-01-02')"
+                )
+            )
+            link = conn.execute(
+                select(schema.share_links.c.downloads, schema.share_links.c.revoked)
+            ).one()
+            self.assertEqual(tuple(link), (0, False))
+
     def test_stale_schema_is_refused_with_the_upgrade_command(self):
         migrate.upgrade(self.url)
         # Pretend this software is one revision ahead of the database.
@@ -168,5 +206,6 @@ class PackagingTests(SynchronousTestCase):
         self.assertIn(
             "mailbox_appliance/migrations/versions/0004_outbound_delivery_state.py", names
         )
+        self.assertIn("mailbox_appliance/migrations/versions/0005_file_transfer.py", names)
         self.assertIn("twisted/plugins/mailbox_appliance_plugin.py", names)
         self.assertIn("twisted/plugins/mailbox_appliance_routing.py", names)

@@ -13,13 +13,14 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 
-from mailbox_appliance.store import accounts, entries, folders, mailboxes, queue
+from mailbox_appliance.store import accounts, entries, folders, mailboxes, queue, transfers
 from mailbox_appliance.store.blobs import DEFAULT_INLINE_MAX, BlobRef, BlobStore
 from mailbox_appliance.store.db import Database
 from mailbox_appliance.store.delivery import Delivered, Delivery, Outcome, deliver_many_txn
 from mailbox_appliance.store.notify import Notifier, Watch
 from mailbox_appliance.store.quota import FIXED, QuotaPolicy
 from mailbox_appliance.store.recipients import Resolution, resolve_many_txn
+from mailbox_appliance.store.uploads import UploadStore
 
 T = TypeVar("T")
 
@@ -40,6 +41,10 @@ class Store:
         blob_threads: int = 4,
         inline_max: int = DEFAULT_INLINE_MAX,
         quota_policy: QuotaPolicy = FIXED,
+        max_file_size: int = 32 * 1024**3,
+        station_capacity: int = 32 * 1024**3,
+        upload_expires: float = 7 * 86400,
+        station_expiry: float = 30 * 86400,
     ):
         self.reactor = reactor
         self.quota_policy = quota_policy
@@ -53,6 +58,16 @@ class Store:
         #: queue runner, so new mail leaves at once instead of at its next poll.
         self.queue_listeners: list[Callable[[], object]] = []
         self.notifier.attach(self.db.engine)
+        #: The file-transfer station's uploads (interfaces.IUploadBackend; web/tus.py).
+        self.uploads = UploadStore(
+            reactor,
+            self.db,
+            self.blobs,
+            max_file_size=max_file_size,
+            station_capacity=station_capacity,
+            upload_expires=upload_expires,
+            station_expiry=station_expiry,
+        )
 
     @classmethod
     def from_config(cls, reactor, config) -> Store:
@@ -64,12 +79,17 @@ class Store:
             blob_threads=config.storage.blob_threads,
             inline_max=config.storage.inline_max,
             quota_policy=QuotaPolicy.from_config(config.quota),
+            max_file_size=config.transfer.max_file_size,
+            station_capacity=config.transfer.station_capacity,
+            upload_expires=config.transfer.upload_expires,
+            station_expiry=config.transfer.file_expires,
         )
 
     @inlineCallbacks
     def start(self):
         self.db.start()
         yield self.blobs.start()
+        yield self.uploads.start()
 
     @inlineCallbacks
     def stop(self):
@@ -398,6 +418,60 @@ class Store:
 
     def save_routing_state(self, rows: Sequence[dict[str, Any]]) -> Deferred[None]:
         return self._write(queue.save_routing_state_txn, rows)
+
+    # -- the file-transfer station: files and share links (web/, ``files`` CLI) -------------
+    # Uploads themselves go through ``self.uploads`` (interfaces.IUploadBackend).
+
+    def list_files(self, account_id: int, kind: str | None = None) -> Deferred[list[dict]]:
+        """The account's files (dicts of id, name, size, blob_sha256, kind, created,
+        expires), newest first; ``kind``: "station" or "cloud" only."""
+        return self._read(transfers.files_txn, account_id, kind)
+
+    def file(self, file_id: str, account_id: int | None = None) -> Deferred[dict | None]:
+        """A file by id (only if it is ``account_id``'s, when given); None if absent."""
+        return self._read(transfers.file_txn, file_id, account_id)
+
+    def delete_file(self, file_id: str) -> Deferred[bool]:
+        """Delete a file with its share links; its blob goes to garbage collection."""
+        return self._write(transfers.delete_file_txn, file_id)
+
+    def claim_existing(
+        self, account_id: int, sha256: str, size: int, name: str
+    ) -> Deferred[dict | None]:
+        """A new station file of content the account already holds, or None."""
+        return self.uploads.claim_existing(account_id, sha256, size, name)
+
+    def create_share(
+        self,
+        file_id: str,
+        expires: datetime.datetime,
+        password_hash: str | None = None,
+        max_downloads: int | None = None,
+    ) -> Deferred[dict]:
+        """A new share link (dict with its ``token``); check the file's owner first."""
+        now = datetime.datetime.now(datetime.UTC)
+        return self._write(
+            transfers.create_share_txn, file_id, now, expires, password_hash, max_downloads
+        )
+
+    def share(self, token: str) -> Deferred[dict | None]:
+        """A share link with its file's name, size, blob_sha256 and account_id."""
+        return self._read(transfers.share_txn, token)
+
+    def shares(self, file_id: str) -> Deferred[list[dict]]:
+        return self._read(transfers.shares_txn, file_id)
+
+    def revoke_share(self, token: str, account_id: int | None = None) -> Deferred[bool]:
+        return self._write(transfers.revoke_share_txn, token, account_id)
+
+    def count_download(self, token: str) -> Deferred[bool]:
+        """Count one download; False when the link is revoked, expired or used up."""
+        now = datetime.datetime.now(datetime.UTC)
+        return self._write(transfers.count_download_txn, token, now)
+
+    def reap_transfers(self, now: datetime.datetime | None = None) -> Deferred[dict[str, int]]:
+        """Delete expired unfinished uploads and expired station files (``files gc``)."""
+        return self.uploads.reap_expired(now)
 
     def health(self) -> Deferred[dict[str, Any]]:
         """A round trip through a reader thread, with the schema revision and commit count."""

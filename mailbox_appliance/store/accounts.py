@@ -25,6 +25,7 @@ from mailbox_appliance.errors import (
 from mailbox_appliance.store import schema
 from mailbox_appliance.store.journal import record_txn
 from mailbox_appliance.store.mailboxes import create_mailbox_txn, delete_account_mail_txn
+from mailbox_appliance.store.transfers import delete_account_transfers_txn
 
 #: The mailboxes every new account gets, with their RFC 6154 special-use attributes.
 DEFAULT_MAILBOXES = (
@@ -170,6 +171,7 @@ def remove_account_txn(conn: Connection, address: str) -> None:
     """Delete an account, its mailboxes and mail; blobs are released to garbage collection."""
     account = account_txn(conn, address)
     delete_account_mail_txn(conn, account["id"])
+    delete_account_transfers_txn(conn, account["id"])
     conn.execute(delete(schema.accounts).where(schema.accounts.c.id == account["id"]))
     record_txn(conn, "account.remove", {"id": account["id"], "address": account["address"]})
 

@@ -215,3 +215,63 @@ routing_state = Table(
     Column("state", JSON, nullable=False),
     Column("updated", DateTime(timezone=True), nullable=False),
 )
+
+# -- the file-transfer station (store/uploads.py, store/transfers.py) ----------------------
+
+#: Resumable uploads (tus 1.0.0).  The bytes received so far live in ``<hot>/uploads/<id>``;
+#: ``offset`` is how many of them are durable.  A complete upload's content becomes a blob,
+#: held by the ``files`` row it made (``file_id``).  ``offset`` is quoted by SQLAlchemy.
+uploads = Table(
+    "uploads",
+    metadata,
+    #: A random URL-safe token (192 bits): it is the upload's URL.
+    Column("id", String(64), primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False, index=True),
+    #: Null until declared (tus creation-defer-length).
+    Column("length", BigInteger, nullable=True),
+    Column("offset", BigInteger, nullable=False, default=0),
+    #: Upload-Metadata: key -> base64 of the value's bytes.
+    Column("metadata", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    #: An unfinished upload is reaped after this; a complete one goes with its file.
+    Column("expires", DateTime(timezone=True), nullable=True, index=True),
+    #: tus concatenation: a part of a later final upload, or a final made of parts.
+    Column("partial", Boolean, nullable=False, default=False, server_default=false()),
+    Column("final", Boolean, nullable=False, default=False, server_default=false()),
+    #: A final upload's partial upload ids, in order.
+    Column("parts", JSON, nullable=True),
+    #: Set once complete: the content's SHA-256, and the ``files`` row holding it.
+    Column("sha256", String(64), nullable=True),
+    Column("file_id", String(64), ForeignKey("files.id"), nullable=True, index=True),
+)
+
+#: Files of an account: on the station (they expire) or in the cloud drive (they do not).
+#: Each row holds one reference to its blob.
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(1024), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("blob_sha256", String(64), ForeignKey("blobs.sha256"), nullable=False, index=True),
+    #: "station" or "cloud".
+    Column("kind", String(16), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=True, index=True),
+)
+
+#: Links that let anyone holding the token download one file.
+share_links = Table(
+    "share_links",
+    metadata,
+    #: A random URL-safe token (192 bits): it is the link.
+    Column("token", String(64), primary_key=True),
+    Column("file_id", String(64), ForeignKey("files.id"), nullable=False, index=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False),
+    Column("password_hash", Text, nullable=True),
+    Column("max_downloads", Integer, nullable=True),
+    Column("downloads", Integer, nullable=False, default=0, server_default="0"),
+    Column("revoked", Boolean, nullable=False, default=False, server_default=false()),
+)
