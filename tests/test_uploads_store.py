@@ -27,7 +27,8 @@ from mailbox_appliance.errors import (
 )
 from mailbox_appliance.interfaces import IUploadBackend, IUploadWriter
 from mailbox_appliance.store import schema, transfers
-from mailbox_appliance.store.uploads import HIGH_WATER, UploadStore
+from mailbox_appliance.store.uploads import UploadStore
+from mailbox_appliance.store.uploadwriter import HIGH_WATER
 from tests.support.databases import PostgreSQLMixin, SQLiteMixin
 from tests.support.store import started_store
 
