@@ -107,6 +107,8 @@ class UploadInfo:
     #: Concatenation: a partial upload, or a final one made of partials.
     partial: bool = False
     final: bool = False
+    #: A final upload's parts (upload ids, in order), for HEAD's Upload-Concat.
+    parts: tuple[str, ...] = ()
     #: Set once complete: the content's SHA-256 (a blob of the store).
     sha256: str | None = None
 

@@ -71,6 +71,7 @@ def _info(row: dict[str, Any]) -> UploadInfo:
         expires=row["expires"],
         partial=bool(row["partial"]),
         final=bool(row["final"]),
+        parts=tuple(row.get("parts") or ()),
         sha256=row["sha256"] if row["file_id"] is not None else None,
     )
 
