@@ -42,6 +42,12 @@ def _admin_factory(appliance: Appliance) -> IProtocolFactory:
     return admin_site(appliance)
 
 
+def _station_factory(appliance: Appliance) -> IProtocolFactory:
+    from mailbox_appliance.web.site import station_site
+
+    return station_site(appliance)
+
+
 def _mail_factory(service: str, protocol: str) -> Callable[[Appliance], IProtocolFactory]:
     """The builder of a mail service's factory; ``protocol`` names its package and section."""
 
@@ -84,6 +90,8 @@ FACTORY_BUILDERS: dict[str, Callable[[Appliance], IProtocolFactory]] = {
     "imaps": _mail_factory("imaps", "imap"),
     "pop3": _mail_factory("pop3", "pop3"),
     "pop3s": _mail_factory("pop3s", "pop3"),
+    "http": _station_factory,
+    "https": _station_factory,
 }
 
 
@@ -119,6 +127,8 @@ class Appliance:
         self.queue_runner = build_queue_runner(config, reactor, self.store)
         #: Sender rewriting for forwarded mail (loaded at start); None when turned off.
         self.srs: SRS | None = None
+        #: HTTP Basic for the http and https services together (web/site.py).
+        self.http_authenticator = None
         self._gc = LoopingCall(self._collect_garbage)
         self._gc.clock = reactor
         self._tls = None

@@ -260,7 +260,8 @@ class TusResource(Resource):
         sink = getattr(request, "sink", None)
         if isinstance(sink, UploadBody) and sink.resource is self:
             return await sink.result
-        check_version(request)
+        if method != b"GET":  # a download is plain HTTP (browsers, curl), as tusd serves it
+            check_version(request)
         upload_id = self.upload_id(request)
         if method == b"PATCH" or (method == b"POST" and _is_upload_body(request)):
             # A plain twisted.web Request buffered the body: feed it through the same path.
