@@ -225,6 +225,17 @@ class Appliance:
     @inlineCallbacks
     def _collect_garbage(self):
         # One failed sweep must not stop the loop (a LoopingCall dies on an uncaught error).
+        try:  # expired station files and unfinished uploads first: they free blobs
+            reaped = yield self.store.reap_transfers()
+        except Exception:
+            log.failure("reaping expired station files failed; will try again")
+        else:
+            if any(reaped.values()):
+                log.info(
+                    "expired: {uploads} unfinished uploads, {files} station files",
+                    uploads=reaped.get("uploads", 0),
+                    files=reaped.get("files", 0),
+                )
         try:
             removed = yield self.store.collect_garbage(self.config.storage.gc_grace)
         except Exception:

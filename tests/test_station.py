@@ -4,6 +4,7 @@ unmodified client (tuspy) and HTTP Basic, then downloads with ranges (urllib, cu
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import io
 import os
@@ -11,7 +12,7 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -120,3 +121,14 @@ class StationTests(TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         with open(target, "rb") as f:
             self.assertEqual(f.read(), data)
+
+    @inlineCallbacks
+    def test_expired_station_files_are_reaped_by_the_background_sweep(self):
+        yield self.upload(os.urandom(1000), "old.bin")
+        f = schema.files
+        past = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+        yield self.appliance.store.db.write(
+            lambda conn: conn.execute(update(f).values(expires=past))
+        )
+        yield self.appliance._collect_garbage()
+        self.assertEqual((yield self.appliance.store.list_files(self.alice)), [])
