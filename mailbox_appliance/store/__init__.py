@@ -469,6 +469,10 @@ class Store:
         now = datetime.datetime.now(datetime.UTC)
         return self._write(transfers.count_download_txn, token, now)
 
+    def station_usage(self, account_id: int) -> Deferred[int]:
+        """Bytes the account holds on the station (files and unfinished uploads)."""
+        return self._read(transfers.station_usage_txn, account_id)
+
     def reap_transfers(self, now: datetime.datetime | None = None) -> Deferred[dict[str, int]]:
         """Delete expired unfinished uploads and expired station files (``files gc``)."""
         return self.uploads.reap_expired(now)

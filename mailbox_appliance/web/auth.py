@@ -5,6 +5,10 @@ shared with SMTP, IMAP and POP3.  A tus client sends its credentials with every 
 PATCH after PATCH), and an argon2id check costs ~0.3 s of CPU, so a verified pair is
 remembered for ``CACHE_SECONDS``.  It is remembered under an HMAC with a key made at start,
 never the password itself.  Credentials are refused over plain HTTP except from loopback.
+
+The station's page logs in once and then sends a session cookie (web/session.py); such a
+cookie authenticates as well as Basic does, but a request that changes something must also
+prove it comes from our own origin (CSRF), or it is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+from dataclasses import dataclass
 
 from twisted.cred import error as cred_error
 from twisted.cred.credentials import UsernamePassword
@@ -23,6 +28,13 @@ from twisted.logger import Logger
 from mailbox_appliance.addresses import normalize_address
 from mailbox_appliance.errors import InvalidAddress
 from mailbox_appliance.interfaces import IAccount
+from mailbox_appliance.web.session import (
+    SAFE_METHODS,
+    Sessions,
+    cross_origin_reason,
+    origin_of,
+    session_token,
+)
 
 log = Logger()
 
@@ -31,29 +43,81 @@ CACHE_SECONDS = 300.0
 CACHE_ENTRIES = 10000
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who a request is: ``session`` when a cookie said so (CSRF rules apply to it)."""
+
+    account_id: int
+    address: str
+    session: bool = False
+
+
+class CrossOrigin(Exception):
+    """A cookie-authenticated state change without a same-origin proof (answer 403)."""
+
+
 class HTTPAuthenticator:
-    def __init__(self, reactor, portal, throttle):
+    def __init__(self, reactor, portal, throttle, public_url: str | None = None):
         self.reactor = reactor
         self.portal = portal
         self.throttle = throttle
         self._key = secrets.token_bytes(32)
-        self._verified: dict[bytes, tuple[float, int]] = {}
+        self._verified: dict[bytes, tuple[float, int, str]] = {}
+        #: The page's cookie sessions (web/session.py), shared by http and https.
+        self.sessions = Sessions(reactor)
+        #: Origins besides the request's own that a page may call from (behind a proxy).
+        self.trusted_origins = origin_of(public_url)
 
     async def __call__(self, request) -> int | None:
         """The account id of the request's credentials; None (answer 401) when absent,
-        wrong, locked out, or sent in clear from afar."""
-        credentials = _basic(request.getHeader(b"authorization"))
-        if credentials is None:
+        wrong, locked out, sent in clear from afar, or a cookie without a same-origin proof."""
+        try:
+            identity = await self.identify(request)
+        except CrossOrigin as refusal:
+            log.info(
+                "refused {method!r} {uri!r}: {why}",
+                method=request.method,
+                uri=request.uri,
+                why=str(refusal),
+            )
             return None
-        user, password = credentials
+        return None if identity is None else identity.account_id
+
+    async def identify(self, request) -> Identity | None:
+        """Basic credentials when the request has an Authorization header, else the session
+        cookie; raises CrossOrigin for a cookie-authenticated change from elsewhere."""
+        header = request.getHeader(b"authorization")
+        if header is not None:
+            credentials = _basic(header)
+            if credentials is None:
+                return None
+            return await self.verify_password(request, *credentials)
+        token = session_token(request)
+        if token is None or not self.transport_ok(request):
+            return None
+        session = self.sessions.get(token)
+        if session is None:
+            return None
+        if request.method not in SAFE_METHODS:
+            reason = cross_origin_reason(request, self.trusted_origins)
+            if reason is not None:
+                raise CrossOrigin(reason)
+        return Identity(session.account_id, session.address, session=True)
+
+    def transport_ok(self, request) -> bool:
+        """RFC 7617 §4: Basic (and a login) sends the password in clear: TLS or loopback."""
+        return bool(request.isSecure()) or _loopback(_client_ip(request))
+
+    async def verify_password(self, request, user: str, password: str) -> Identity | None:
+        """Check an address and password through the portal, the throttle and the cache."""
         ip = _client_ip(request)
-        if not request.isSecure() and not _loopback(ip):
-            return None  # RFC 7617 §4: Basic sends the password in clear
+        if not self.transport_ok(request):
+            return None
         tag = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
         now = self.reactor.seconds()
         hit = self._verified.get(tag)
         if hit is not None and hit[0] > now:
-            return hit[1]
+            return Identity(hit[1], hit[2])
         try:
             account_key = normalize_address(user)
         except InvalidAddress:
@@ -70,8 +134,8 @@ class HTTPAuthenticator:
         self.throttle.succeeded(ip, avatar.address)
         if len(self._verified) >= CACHE_ENTRIES:
             self._verified.clear()
-        self._verified[tag] = (now + CACHE_SECONDS, avatar.account_id)
-        return avatar.account_id
+        self._verified[tag] = (now + CACHE_SECONDS, avatar.account_id, avatar.address)
+        return Identity(avatar.account_id, avatar.address)
 
 
 def _basic(header: bytes | None) -> tuple[str, str] | None:

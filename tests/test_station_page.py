@@ -1,0 +1,316 @@
+"""The station's page (web/page.py, web/static/) served by the real appliance on loopback:
+how its files are served, then a real browser (headless Chromium, tests/support/browser.py)
+logging in, uploading with tus-js-client, pausing, resuming after a reload, sharing and
+deleting."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tests.support.appliance import PASSWORD, add_account, port_of, started_appliance
+from tests.support.browser import started_browser
+
+ALICE = "alice@example.test"
+MiB = 1024 * 1024
+
+
+def fetch(url: str, headers: dict | None = None, method: str = "GET"):
+    """(status, headers, body) of a plain HTTP request, on a thread."""
+
+    def run():
+        request = urllib.request.Request(url, headers=headers or {}, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    return deferToThread(run)
+
+
+def write_random(path: str, size: int) -> str:
+    """A file of ``size`` random bytes at ``path``; returns its SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for _ in range(0, size, MiB):
+            block = os.urandom(min(MiB, size - f.tell()))
+            digest.update(block)
+            f.write(block)
+    return digest.hexdigest()
+
+
+class PageServingTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.appliance = yield started_appliance(self, ("http",))
+        self.base = f"http://127.0.0.1:{port_of(self.appliance, 'http')}"
+
+    @inlineCallbacks
+    def test_the_page_has_a_strict_csp_and_no_inline_script(self):
+        status, headers, body = yield fetch(self.base + "/")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["Content-Type"], "text/html; charset=utf-8")
+        self.assertIn("default-src 'self'", headers["Content-Security-Policy"])
+        self.assertEqual(headers["Cache-Control"], "no-cache")
+        self.assertEqual(headers["X-Content-Type-Options"], "nosniff")
+        html = body.decode()
+        self.assertNotIn("{{", html)
+        for attributes, content in re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S):
+            self.assertIn("src=", attributes)
+            self.assertEqual(content.strip(), "")
+        self.assertNotRegex(html, r"\son[a-z]+=")  # no inline event handlers
+        self.assertNotIn("style=", html)
+
+    @inlineCallbacks
+    def test_versioned_assets_are_cached_for_a_year_with_their_content_type(self):
+        _, _, body = yield fetch(self.base + "/")
+        urls = re.findall(r'(?:src|href)="(/static/[^"]+)"', body.decode())
+        types = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+        self.assertEqual(
+            sorted(u.split("?")[0] for u in urls),
+            ["/static/app.css", "/static/app.js", "/static/vendor/tus.min.js"],
+        )
+        for url in urls:
+            status, headers, content = yield fetch(self.base + url)
+            self.assertEqual(status, 200, url)
+            path, version = url.split("?v=")
+            self.assertEqual(headers["Content-Type"], types[os.path.splitext(path)[1]])
+            self.assertEqual(headers["Cache-Control"], "public, max-age=31536000, immutable")
+            self.assertTrue(hashlib.sha256(content).hexdigest().startswith(version))
+            self.assertIn("default-src 'self'", headers["Content-Security-Policy"])
+            status, _, _ = yield fetch(self.base + url, {"If-None-Match": headers["ETag"]})
+            self.assertEqual(status, 304)
+            status, headers, _ = yield fetch(self.base + path)
+            self.assertEqual((status, headers["Cache-Control"]), (200, "no-cache"))
+
+    @inlineCallbacks
+    def test_unknown_static_paths_and_directories_are_404(self):
+        for path in ("/static/", "/static/vendor/", "/static/nope.js", "/static/../page.py"):
+            status, _, _ = yield fetch(self.base + path)
+            self.assertEqual(status, 404, path)
+
+    @inlineCallbacks
+    def test_the_vendored_tus_client_comes_with_its_licence(self):
+        status, headers, body = yield fetch(self.base + "/static/vendor/tus.LICENSE.txt")
+        self.assertEqual((status, headers["Content-Type"]), (200, "text/plain; charset=utf-8"))
+        self.assertIn(b"MIT License", body)
+
+
+# -- the page in a browser (run on the browser thread: Playwright's sync API) -------------
+
+
+def log_in(page, url: str, address: str, password: str, succeeds: bool = True) -> None:
+    page.goto(url)
+    page.get_by_label("Mail address").fill(address)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Log in").click()
+    if succeeds:
+        page.locator("#station-view").wait_for()
+
+
+def upload(page, path: str) -> None:
+    page.get_by_label("Files to upload").set_input_files(path)
+
+
+def wait_listed(page, name: str) -> dict:
+    item = page.locator(f'#files li[data-name="{name}"]')
+    item.wait_for()
+    return {
+        "size": item.locator(".size").text_content(),
+        "expiry": item.locator(".expiry").text_content(),
+        "href": item.locator("a.name").evaluate("a => a.href"),
+    }
+
+
+def upload_state(page, name: str) -> tuple[str, int]:
+    item = page.locator(f'#uploads li[data-name="{name}"]')
+    state, offset = item.evaluate("li => [li.dataset.state, li.dataset.offset || '0']")
+    return state, int(offset)
+
+
+def wait_offset_beyond(page, name: str, offset: int) -> None:
+    page.wait_for_function(
+        "([name, offset]) => { const li = [...document.querySelectorAll('#uploads li')]"
+        ".find(e => e.dataset.name === name);"
+        " return li && Number(li.dataset.offset || 0) > offset; }",
+        arg=[name, offset],
+    )
+
+
+def wait_state(page, name: str, state: str) -> None:
+    page.locator(f'#uploads li[data-name="{name}"][data-state="{state}"]').wait_for()
+
+
+def share(page, name: str) -> tuple[dict, str, str]:
+    """Click "Copy link"; the API's answer, the link the page shows, and its message."""
+    with page.expect_response(lambda r: r.url.endswith("/shares")) as answer:
+        page.get_by_role("button", name=f"Copy a share link for {name}").click()
+    field = page.get_by_role("textbox", name=f"Share link for {name}")
+    page.wait_for_function("f => f.value !== ''", arg=field.element_handle())
+    status = page.locator(f'#files li[data-name="{name}"] .share-status')
+    return answer.value.json(), field.input_value(), status.text_content()
+
+
+class StationPageTests(TestCase):
+    timeout = 240
+
+    @inlineCallbacks
+    def setUp(self):
+        self.browser = yield started_browser(self, reactor)  # skips first when there is none
+        self.appliance = yield started_appliance(self, ("http",))
+        self.alice = yield add_account(self.appliance, ALICE)
+        self.base = f"http://127.0.0.1:{port_of(self.appliance, 'http')}/"
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+
+    def run_page(self, fn, *args, **kwargs):
+        return self.browser.run(fn, *args, **kwargs)
+
+    def tearDown(self):
+        # No script error and nothing refused by the Content-Security-Policy, in any test.
+        self.assertEqual(self.browser.errors, [])
+
+    @inlineCallbacks
+    def test_a_wrong_password_is_refused_on_the_page(self):
+        yield self.run_page(log_in, self.base, ALICE, "not the password", succeeds=False)
+        error = yield self.run_page(
+            lambda page: (
+                page.wait_for_function(
+                    "() => document.getElementById('login-error').textContent !== ''"
+                ),
+                page.locator("#login-error").text_content(),
+            )[1]
+        )
+        self.assertEqual(error, "Wrong address or password.")
+        hidden = yield self.run_page(lambda page: page.locator("#station-view").is_hidden())
+        self.assertTrue(hidden)
+
+    @inlineCallbacks
+    def test_an_upload_arrives_byte_exact_is_listed_shared_and_deleted(self):
+        path = os.path.join(self.directory, "report.bin")
+        digest = write_random(path, 5 * MiB)
+        yield self.run_page(log_in, self.base, ALICE, PASSWORD)
+        who = yield self.run_page(lambda page: page.locator("#who").text_content())
+        self.assertEqual(who, ALICE)
+
+        yield self.run_page(upload, path)
+        yield self.run_page(wait_state, "report.bin", "done")
+        listed = yield self.run_page(wait_listed, "report.bin")
+        self.assertEqual(listed["size"], "5.0 MiB")
+        self.assertTrue(listed["expiry"].startswith("Expires "), listed["expiry"])
+
+        (stored,) = yield self.appliance.store.list_files(self.alice)
+        self.assertEqual((stored["name"], stored["size"]), ("report.bin", 5 * MiB))
+        self.assertEqual(stored["blob_sha256"], digest)
+        # The page's download link, with the page's own session cookie.
+        body = yield self.run_page(lambda page: page.request.get(listed["href"]).body())
+        self.assertEqual(hashlib.sha256(body).hexdigest(), digest)
+
+        yield self.run_page(lambda page: page.reload())
+        again = yield self.run_page(wait_listed, "report.bin")
+        self.assertEqual(again, listed)
+
+        answer, link, message = yield self.run_page(share, "report.bin")
+        self.assertEqual(link, urllib.parse.urljoin(self.base, answer["url"]))
+        self.assertIn(answer["token"], link)
+        self.assertTrue(
+            message.startswith(("Link copied.", "Copy the link from the field.")), message
+        )
+
+        def delete(page):
+            page.once("dialog", lambda dialog: dialog.accept())
+            page.get_by_role("button", name="Delete report.bin").click()
+            page.locator('#files li[data-name="report.bin"]').wait_for(state="detached")
+            return page.locator("#notice").text_content()
+
+        notice = yield self.run_page(delete)
+        self.assertEqual(notice, "report.bin deleted.")
+        self.assertEqual((yield self.appliance.store.list_files(self.alice)), [])
+        gone = yield self.run_page(
+            lambda page: (page.reload(), page.locator("#files-empty").wait_for())[1]
+        )
+        self.assertIsNone(gone)
+
+    @inlineCallbacks
+    def test_an_upload_pauses_resumes_and_continues_after_a_reload(self):
+        size, chunk, name = 50 * MiB, 512 * 1024, "big.bin"
+        path = os.path.join(self.directory, name)
+        digest = write_random(path, size)
+        yield self.run_page(log_in, self.base + f"?chunk={chunk}", ALICE, PASSWORD)
+        # Slow the link down (Chrome DevTools Protocol) so the upload takes some seconds.
+        yield self.run_page(
+            lambda page: page.context.new_cdp_session(page).send(
+                "Network.emulateNetworkConditions",
+                {
+                    "offline": False,
+                    "latency": 0,
+                    "downloadThroughput": -1,
+                    "uploadThroughput": 10 * MiB,
+                },
+            )
+        )
+        started = time.monotonic()
+        yield self.run_page(upload, path)
+
+        yield self.run_page(wait_offset_beyond, name, 5 * MiB)
+        yield self.run_page(lambda page: page.get_by_role("button", name=f"Pause {name}").click())
+        yield self.run_page(wait_state, name, "paused")
+        _, paused_at = yield self.run_page(upload_state, name)
+        self.assertLess(paused_at, size)
+        yield deferToThread(time.sleep, 1.0)
+        state, still = yield self.run_page(upload_state, name)
+        self.assertEqual((state, still), ("paused", paused_at))
+
+        yield self.run_page(lambda page: page.get_by_role("button", name=f"Resume {name}").click())
+        yield self.run_page(wait_offset_beyond, name, paused_at + chunk)
+        yield self.run_page(lambda page: page.get_by_role("button", name=f"Pause {name}").click())
+        yield self.run_page(wait_state, name, "paused")
+        _, paused_at = yield self.run_page(upload_state, name)
+        self.assertLess(paused_at, size)
+
+        # A reload forgets the page's state; tus-js-client's fingerprint in localStorage does
+        # not: the page lists the unfinished upload, and choosing the file again continues it.
+        yield self.run_page(lambda page: page.reload())
+        unfinished = yield self.run_page(
+            lambda page: page.locator(
+                f'#unfinished-list li[data-name="{name}"] .detail'
+            ).text_content()
+        )
+        self.assertIn("% of 50 MiB", unfinished)
+        yield self.run_page(upload, path)
+        yield self.run_page(
+            lambda page: page.locator(
+                f'#uploads li[data-name="{name}"][data-resumed="true"]'
+            ).wait_for()
+        )
+        yield self.run_page(wait_state, name, "done")
+        seconds = time.monotonic() - started
+
+        (stored,) = yield self.appliance.store.list_files(self.alice)
+        self.assertEqual((stored["size"], stored["blob_sha256"]), (size, digest))
+        basic = base64.b64encode(f"{ALICE}:{PASSWORD}".encode()).decode()
+        listed = yield self.run_page(wait_listed, name)
+        status, _, body = yield fetch(listed["href"], {"Authorization": "Basic " + basic})
+        self.assertEqual((status, hashlib.sha256(body).hexdigest()), (200, digest))
+        unfinished_left = yield self.run_page(
+            lambda page: page.evaluate(
+                "() => Object.keys(localStorage).filter(k => k.startsWith('tus::')).length"
+            )
+        )
+        self.assertEqual(unfinished_left, 0)  # removeFingerprintOnSuccess
+        self.assertLess(seconds, 120, json.dumps({"upload_seconds": seconds}))
