@@ -256,6 +256,26 @@ class _UploadTests:
         info = yield writer.finish()
         self.assertEqual(info.offset, 8 * MiB)
 
+    @inlineCallbacks
+    def test_finish_called_as_the_disk_catches_up_gets_the_real_outcome(self):
+        """A streaming request resumes when the writer's wait fires, from inside the writer's
+        chain of chunk writes; its body may end there and finish() be awaited at once."""
+        data = _content(8 * MiB)
+        info = yield self.uploads.create(self.alice, len(data), {})
+        writer = yield self.uploads.open_writer(self.alice, info.id, 0)
+        waits = [writer.write(data[i : i + MiB]) for i in range(0, len(data), MiB)]
+        waiter = next(w for w in waits if w is not None)
+        outcome: Deferred = Deferred()
+
+        async def body_ends():
+            return await writer.finish()
+
+        waiter.addCallback(lambda _: Deferred.fromCoroutine(body_ends()).chainDeferred(outcome))
+        info = yield outcome
+        self.assertIsNotNone(info)
+        self.assertTrue(info.complete)
+        self.assertEqual(info.sha256, _sha(data))
+
     # -- limits ------------------------------------------------------------------------------
 
     @inlineCallbacks

@@ -159,7 +159,12 @@ class UploadWriter:
         d.addCallback(_sealed)
         d.addErrback(_failed)
         d.addBoth(uploads._release, upload_id)
-        return d
+        # A fresh Deferred, never the shared tail: finish() may be called from inside the
+        # tail's own callbacks (a chunk written wakes the request, whose body then ends), and
+        # awaiting a Deferred in the middle of its callbacks gives its intermediate result.
+        done: Deferred[UploadInfo] = Deferred()
+        d.chainDeferred(done)
+        return done
 
     def _forget_hash(self) -> None:
         hashes, upload_id = self._uploads._hashes, self._row["id"]

@@ -170,7 +170,7 @@ class StreamingRequest(server.Request):
         log.failure("body sink of {uri!r} failed", failure, uri=self.uri)
 
     def _pause_reading(self) -> None:
-        if self.readingPaused or self.channel is None:
+        if self.readingPaused or getattr(self, "channel", None) is None:
             return
         self.readingPaused = True
         self.pauses += 1
@@ -180,8 +180,9 @@ class StreamingRequest(server.Request):
         if not self.readingPaused:
             return
         self.readingPaused = False
-        if self.channel is not None:
-            self.channel.resumeProducing()
+        channel = getattr(self, "channel", None)  # gone once the request has finished
+        if channel is not None:
+            channel.resumeProducing()
 
 
 def upload_site(resource: IResource, **kwargs: Any) -> server.Site:
