@@ -16,7 +16,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet.defer import ensureDeferred
 
-from mailbox_appliance import cli_queue
+from mailbox_appliance import cli_files, cli_queue
 from mailbox_appliance.addresses import normalize_address, split_address
 from mailbox_appliance.auth import Passwords
 from mailbox_appliance.config import SERVICES, Config, ConfigError, load_config, parse_size
@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     alias_remove.add_argument("targets", nargs="*", metavar="TARGET")
 
     cli_queue.add_parsers(commands)
+    cli_files.add_parsers(commands)
     return parser
 
 
@@ -260,7 +261,7 @@ def run(argv: list[str], out=None) -> int:
         for line in e.errors:
             print(f"mailbox-appliance: {line}", file=sys.stderr)
         return 1
-    except (CommandError, StoreError, cli_queue.NoSuchRow) as e:
+    except (CommandError, StoreError, cli_queue.NoSuchRow, cli_files.FilesError) as e:
         print(f"mailbox-appliance: {e}", file=sys.stderr)
         return 1
     except OSError as e:
@@ -284,6 +285,10 @@ def _run_store_command(config: Config, args, out) -> int:
             await cli_queue.queue_command(store, args, out, _human)
         elif args.command == "routes":
             await cli_queue.routes_command(store, config, out)
+        elif args.command == "files":
+            await cli_files.files_command(
+                store, args, out, _human, config, passwords, read_password
+            )
         else:
             await _alias(store, args, out)
 
