@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from mailbox_appliance.addresses import normalize_address
 from mailbox_appliance.config import Config
 
-#: Share tokens are URL-safe base64 (store/transfers.py ``new_token``).
+#: Share tokens are base32 now (store/transfers.py ``new_token``); older ones URL-safe base64.
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 #: Endpoint types whose first positional argument (or ``port=``) is a TCP port.

@@ -576,3 +576,12 @@ def _rss() -> int:
 
 class PostgreSQLUploadTests(PostgreSQLMixin, _UploadTests, TestCase):
     pass
+
+
+class TokenTests(TestCase):
+    def test_tokens_are_160_bits_of_letters_and_digits(self):
+        """A token never starts with '-' (the CLI would read an option) nor holds '_' or '-'."""
+        tokens = {transfers.new_token() for _ in range(2000)}
+        self.assertEqual(len(tokens), 2000)
+        for token in tokens:
+            self.assertRegex(token, r"\A[a-z2-7]{32}\Z")

@@ -224,7 +224,7 @@ routing_state = Table(
 uploads = Table(
     "uploads",
     metadata,
-    #: A random URL-safe token (192 bits): it is the upload's URL.
+    #: A random token (160 bits, base32): it is the upload's URL.
     Column("id", String(64), primary_key=True),
     Column("account_id", Id, ForeignKey("accounts.id"), nullable=False, index=True),
     #: Null until declared (tus creation-defer-length).
@@ -265,7 +265,7 @@ files = Table(
 share_links = Table(
     "share_links",
     metadata,
-    #: A random URL-safe token (192 bits): it is the link.
+    #: A random token (160 bits, base32): it is the link.
     Column("token", String(64), primary_key=True),
     Column("file_id", String(64), ForeignKey("files.id"), nullable=False, index=True),
     Column("created", DateTime(timezone=True), nullable=False),

@@ -4,7 +4,7 @@ Used by store/uploads.py (which adds the file work: upload files, hashing, blobs
 layer and the CLI (``files list|share|revoke|gc``).  Each returns plain data; each change
 writes its journal entry in the same transaction.  A ``files`` row holds one reference to its
 blob; deleting it (``delete_file_txn``) drops that reference, its share links and the upload
-row that made it.  Tokens (upload ids, file ids, share links) are 192 random bits, URL-safe.
+row that made it.  Tokens (upload ids, file ids, share links) are 160 random bits in lower-case base32.
 """
 
 from __future__ import annotations
@@ -31,8 +31,12 @@ KINDS = frozenset({STATION, CLOUD})
 
 
 def new_token() -> str:
-    """A random URL-safe token of 192 bits (32 characters)."""
-    return secrets.token_urlsafe(24)
+    """A random token of 160 bits: 32 lower-case base32 characters.
+
+    Letters and digits only, so that a token never starts with ``-`` (which a
+    command line takes for an option) and a double click selects all of it.
+    """
+    return base64.b32encode(secrets.token_bytes(20)).decode("ascii").lower()
 
 
 def utc(value: datetime.datetime | None) -> datetime.datetime | None:
