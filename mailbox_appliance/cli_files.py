@@ -17,12 +17,10 @@ from urllib.parse import urlsplit
 
 from mailbox_appliance.addresses import normalize_address
 from mailbox_appliance.config import Config
+from mailbox_appliance.station_url import StationURLError, public_url
 
 #: Share tokens are base32 now (store/transfers.py ``new_token``); older ones URL-safe base64.
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-#: Endpoint types whose first positional argument (or ``port=``) is a TCP port.
-_PORTED = frozenset({"tcp", "tcp6", "ssl", "le", "lets"})
 
 
 class FilesError(Exception):
@@ -69,57 +67,6 @@ def _positive(text: str) -> int:
 
 def _when(value: datetime.datetime | None) -> str:
     return "-" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
-
-
-# -- the public URL ------------------------------------------------------------------------
-
-
-def _split_endpoint(description: str) -> list[str]:
-    """Twisted's endpoint string fields: colons separate, a backslash escapes."""
-    fields, current, escaped = [], [], False
-    for ch in description:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == ":":
-            fields.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    fields.append("".join(current))
-    return fields
-
-
-def endpoint_port(description: str) -> int | None:
-    """The TCP port a server endpoint string listens on; None when it does not say (e.g.
-    ``systemd:`` sockets, whose port only the service manager knows)."""
-    kind, *rest = _split_endpoint(description)
-    if kind.lower() not in _PORTED:
-        return None
-    positional = [f for f in rest if "=" not in f]
-    named = dict(f.split("=", 1) for f in rest if "=" in f)
-    port = named.get("port", positional[0] if positional else None)
-    return int(port) if port is not None and port.isdigit() else None
-
-
-def public_url(config: Config) -> str:
-    """Where users reach the station, without a trailing slash (``transfer.public_url``; when
-    null, https on the hostname with the first https listener's port unless it is 443)."""
-    if config.transfer.public_url:
-        return config.transfer.public_url.rstrip("/")
-    base = f"https://{config.hostname}"
-    listeners = config.listen.get("https", ())
-    if not listeners:
-        return base
-    port = endpoint_port(listeners[0])
-    if port is None:
-        raise FilesError(
-            f"cannot tell the https port from listen.https[0] ({listeners[0]}):"
-            " set transfer.public_url"
-        )
-    return base if port == 443 else f"{base}:{port}"
 
 
 def token_of(link: str) -> str:
@@ -185,7 +132,10 @@ async def _share(store, args, out, config: Config, passwords, read_password) -> 
     file = await store.file(args.id, account["id"])
     if file is None:  # absent, or another account's: the same answer, no hint which
         raise FilesError(f"{address} has no file {args.id}")
-    base = public_url(config)  # before anything is written: a config problem stops here
+    try:  # before anything is written: a config problem stops here
+        base = public_url(config)
+    except StationURLError as e:
+        raise FilesError(str(e)) from None
     now = datetime.datetime.now(datetime.UTC)
     seconds = args.expires * 86400 if args.expires else config.transfer.share_expires
     expires = now + datetime.timedelta(seconds=seconds)

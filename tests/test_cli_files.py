@@ -14,7 +14,8 @@ import sqlite3
 from argon2 import PasswordHasher
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailbox_appliance.cli_files import FilesError, endpoint_port, public_url, token_of
+from mailbox_appliance.cli_files import FilesError, token_of
+from mailbox_appliance.station_url import StationURLError, endpoint_port, public_url
 from tests.support.config import make_config
 from tests.test_cli import PASSWORD, _CLITestCase
 
@@ -53,7 +54,7 @@ class PublicURLTests(SynchronousTestCase):
 
     def test_a_listener_without_a_port_asks_for_public_url(self):
         config = self.config(listen={"https": ["unix:/run/station.sock"]})
-        with self.assertRaises(FilesError) as caught:
+        with self.assertRaises(StationURLError) as caught:
             public_url(config)
         self.assertIn("set transfer.public_url", str(caught.exception))
 

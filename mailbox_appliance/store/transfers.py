@@ -4,7 +4,8 @@ Used by store/uploads.py (which adds the file work: upload files, hashing, blobs
 layer and the CLI (``files list|share|revoke|gc``).  Each returns plain data; each change
 writes its journal entry in the same transaction.  A ``files`` row holds one reference to its
 blob; deleting it (``delete_file_txn``) drops that reference, its share links and the upload
-row that made it.  Tokens (upload ids, file ids, share links) are 160 random bits in lower-case base32.
+row that made it.  Tokens (upload ids, file ids, share links) are 160 random bits in
+lower-case base32.
 """
 
 from __future__ import annotations
