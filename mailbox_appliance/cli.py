@@ -20,6 +20,7 @@ from mailbox_appliance import cli_files, cli_queue
 from mailbox_appliance.addresses import normalize_address, split_address
 from mailbox_appliance.auth import Passwords
 from mailbox_appliance.config import SERVICES, Config, ConfigError, load_config, parse_size
+from mailbox_appliance.config_types import human_size as _human
 from mailbox_appliance.datadir import initialise
 from mailbox_appliance.errors import DuplicateAccount, NoSuchAccount, StoreError, UnknownDomain
 from mailbox_appliance.store import Store, migrate
@@ -27,15 +28,6 @@ from mailbox_appliance.store import Store, migrate
 
 class CommandError(Exception):
     """A one-line message for the user; exit status 1."""
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _size_arg(text: str) -> int:

@@ -9,6 +9,16 @@ class Size(int):
     """A byte count; YAML may give an integer or a string such as ``"64 MiB"``."""
 
 
+def human_size(size: int) -> str:
+    """``1.5 GiB``: a byte count for people (the CLI, download links in mail)."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
 _SIZE_UNITS = {
     "": 1,
     "b": 1,

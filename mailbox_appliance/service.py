@@ -23,8 +23,10 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from mailbox_appliance.auth import Passwords, make_portal
 from mailbox_appliance.config import IMPLICIT_TLS, SERVICES, Config
 from mailbox_appliance.monitor.limits import ConnectionLimiter
+from mailbox_appliance.smtp.detach import Detacher
 from mailbox_appliance.smtp.runner import build_queue_runner
 from mailbox_appliance.smtp.srs import SRS, load_secret
+from mailbox_appliance.station_url import StationURLError, public_url
 from mailbox_appliance.store import Store
 from mailbox_appliance.throttle import LoginThrottle, ThrottleSettings
 from mailbox_appliance.tls import server_context_factory
@@ -63,6 +65,7 @@ def _mail_factory(service: str, protocol: str) -> Callable[[Appliance], IProtoco
             extra["maildrops"] = appliance.pop3_maildrops
         if protocol == "smtp":
             extra["srs"] = appliance.srs
+            extra["detacher"] = appliance.detacher
         return factory_class(
             service,
             reactor=appliance.reactor,
@@ -93,6 +96,26 @@ FACTORY_BUILDERS: dict[str, Callable[[Appliance], IProtocolFactory]] = {
     "http": _station_factory,
     "https": _station_factory,
 }
+
+
+def _detacher(config: Config, reactor, store: Store) -> Detacher | None:
+    threshold = config.transfer.detach_threshold
+    if not threshold:
+        return None
+    try:
+        base_url = public_url(config)
+    except StationURLError as e:
+        # Called from start(): twistd reports this as a start-up failure, not a traceback.
+        raise StartupError(
+            f"transfer.detach_threshold: links need the station's address: {e}"
+        ) from None
+    return Detacher(
+        reactor,
+        store.blobs,
+        threshold=threshold,
+        file_expires=config.transfer.file_expires,
+        base_url=base_url,
+    )
 
 
 class Appliance:
@@ -127,6 +150,9 @@ class Appliance:
         self.queue_runner = build_queue_runner(config, reactor, self.store)
         #: Sender rewriting for forwarded mail (loaded at start); None when turned off.
         self.srs: SRS | None = None
+        #: Large attachments of submitted mail become download links (made at start); None
+        #: when turned off.
+        self.detacher: Detacher | None = None
         #: HTTP Basic for the http and https services together (web/site.py).
         self.http_authenticator = None
         self._gc = LoopingCall(self._collect_garbage)
@@ -143,6 +169,7 @@ class Appliance:
     @inlineCallbacks
     def start(self):
         """Store, background work, then every configured listener; fails on a bind error."""
+        self.detacher = _detacher(self.config, self.reactor, self.store)
         try:
             yield self.store.start()
         except BaseException as e:

@@ -92,6 +92,12 @@ class MimeScanner:
         self._cur = 0
         self._run(False)
 
+    @property
+    def root(self) -> Part:
+        """The part tree, with every offset final once ``close`` has run (smtp/detach.py
+        reads each part's encoding and byte range from it)."""
+        return self._root
+
     def close(self) -> dict:
         """Finish the scan; the structure (see the package docstring) is returned."""
         if self._result is not None:

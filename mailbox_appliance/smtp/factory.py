@@ -16,10 +16,12 @@ SMTP_SERVICES = ("smtp", "submission", "submissions")
 class SMTPFactory(MailServiceFactory):
     services = SMTP_SERVICES
 
-    def __init__(self, service: str, srs=None, **shared):
+    def __init__(self, service: str, srs=None, detacher=None, **shared):
         super().__init__(service, **shared)
         #: smtp/srs.SRS for forwarded mail and the bounces that come back; None = off.
         self.srs = srs
+        #: smtp/detach.Detacher: large attachments of submitted mail become links; None = off.
+        self.detacher = detacher
         self.submission = service != "smtp"
         self.implicit_tls = service == "submissions"
         self.offer_starttls = service != "submissions"

@@ -579,7 +579,7 @@ class SMTPServer(LineReceiver, TimeoutMixin):
         self.hold("busy")
         self.setLineMode(rest)
         account_id = self.account.account_id if self.account else None
-        d = tx.commit(self.factory.store, account_id, self.factory.srs)
+        d = tx.commit(self.factory.store, account_id, self.factory.srs, self.factory.detacher)
         d.addCallback(self._committed, tx)
         d.addErrback(self._internal_error)
         d.addBoth(lambda _: self.release("busy"))

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
+from mailbox_appliance.errors import UploadTooLarge
 from mailbox_appliance.smtp.paths import MailParams
 from mailbox_appliance.store.delivery import GONE, OVER_QUOTA
 from mailbox_appliance.store.recipients import LocalTarget
@@ -113,17 +114,26 @@ class MailTransaction:
         return self.sender
 
     @inlineCallbacks
-    def commit(self, store, account_id: int | None, srs=None) -> Deferred[tuple[Reply, object]]:
+    def commit(
+        self, store, account_id: int | None, srs=None, detacher=None
+    ) -> Deferred[tuple[Reply, object]]:
         """Make the content and every local copy durable; the reply for the end of data.
 
         The ``250`` is only given once the blob is fsync'd and the delivering transaction is
-        committed (design rules 1 and 5).
+        committed (design rules 1 and 5).  Submitted mail (``account_id`` set) goes through
+        ``detacher`` first (smtp/detach.py): large attachments become download links.
         """
         if self.too_big:
             return Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"), None
         scanner = self.writer.observer
         ref = yield self.writer.finish()
         self.writer = None
+        structure = scanner.close() if scanner is not None else None
+        files = ()
+        if detacher is not None and account_id is not None and scanner is not None:
+            detached = yield Deferred.fromCoroutine(detacher.detach(ref, scanner.root))
+            if detached is not None:
+                ref, structure, files = detached
         owners: dict[int, str] = {}  # account -> the address the client gave for it
         accounts: dict[int, str] = {}  # account -> its own address
         remote: dict[str, None] = {}
@@ -133,17 +143,29 @@ class MailTransaction:
                 accounts[target.account_id] = target.address
             for address in recipient.remote:
                 remote.setdefault(address)
-        outcome = yield store.accept_message(
-            ref,
-            local=list(owners),
-            remote=list(remote),
-            sender=self._outbound_sender(account_id, srs) if remote else self.sender,
-            account_id=account_id,
-            skip_bytes=self.skip_bytes,
-            message_id=self.message_id(),
-            structure=scanner.close() if scanner is not None else None,
-            queue_id=self.queue_id,
-        )
+        try:
+            outcome = yield store.accept_message(
+                ref,
+                local=list(owners),
+                remote=list(remote),
+                sender=self._outbound_sender(account_id, srs) if remote else self.sender,
+                account_id=account_id,
+                skip_bytes=self.skip_bytes,
+                message_id=self.message_id(),
+                structure=structure,
+                queue_id=self.queue_id,
+                files=files,
+            )
+        except UploadTooLarge as e:
+            return Reply(552, "5.3.4", f"Large attachments go to your file station: {e}"), None
+        for file in files:
+            log.info(
+                "{queue_id}: attachment {name} ({size} bytes) sent as link {token}",
+                queue_id=self.queue_id,
+                name=file.name,
+                size=file.ref.size,
+                token=file.token,
+            )
         for account, old, new in outcome.grown:
             log.info(
                 "{queue_id}: quota of {account} grew from {old} to {new} bytes",
@@ -159,7 +181,8 @@ class MailTransaction:
             # Accepted for some: the others are owed a bounce (RFC 5321 §6.1), durably.
             refusals = [(a, str(r)) for a, r in failures]
             yield store.add_bounces(ref, self.sender, refusals, self.queue_id)
-        return Reply(250, "2.0.0", f"Ok: queued as {self.queue_id}"), ref
+        linked = f"; {len(files)} attachment(s) sent as download links" if files else ""
+        return Reply(250, "2.0.0", f"Ok: queued as {self.queue_id}{linked}"), ref
 
 
 def _abort_failed(failure, queue_id: str) -> None:

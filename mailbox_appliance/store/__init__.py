@@ -17,6 +17,7 @@ from mailbox_appliance.store import accounts, entries, folders, mailboxes, queue
 from mailbox_appliance.store.blobs import DEFAULT_INLINE_MAX, BlobRef, BlobStore
 from mailbox_appliance.store.db import Database
 from mailbox_appliance.store.delivery import Delivered, Delivery, Outcome, deliver_many_txn
+from mailbox_appliance.store.detached import deliver_with_files_txn
 from mailbox_appliance.store.notify import Notifier, Watch
 from mailbox_appliance.store.quota import FIXED, QuotaPolicy
 from mailbox_appliance.store.recipients import Resolution, resolve_many_txn
@@ -191,9 +192,14 @@ class Store:
         message_id: str | None = None,
         structure: dict[str, Any] | None = None,
         queue_id: str | None = None,
+        files: Sequence[transfers.StationFile] = (),
     ) -> Deferred[Outcome]:
         """File a received message into each local account's INBOX (quota checked, grown by
         the store's policy) and queue it for each remote recipient, in one durable commit.
+
+        ``files``: attachments detached from the message (smtp/detach.py), added to the
+        sending account's station with their share links in the same commit; fails with
+        UploadTooLarge, filing nothing, when they do not fit.
         """
         item = Delivery(
             ref,
@@ -207,7 +213,11 @@ class Store:
             structure=structure,
             queue_id=queue_id,
         )
-        d = self.db.write_batched(deliver_many_txn, item)
+        if files:
+            limits = self.uploads.max_file_size, self.uploads.station_capacity
+            d = self._write(deliver_with_files_txn, item, files, *limits)
+        else:
+            d = self.db.write_batched(deliver_many_txn, item)
         if remote:
             d.addCallback(self._queued)
         return d

@@ -158,7 +158,11 @@ class BlobWriter:
         d.addCallback(_seal)
         d.addCallback(lambda sealed: self._store._publish(*sealed))
         d.addErrback(self._cleanup_after_error)
-        return d
+        # A fresh Deferred, not the chain itself: a caller resumed from inside that chain (a
+        # producer resumed by _chunk_written) that awaited it would get its current result.
+        done: Deferred[BlobRef] = Deferred()
+        d.chainDeferred(done)
+        return done
 
     def abort(self) -> Deferred[None]:
         """Discard everything written; fires once the temporary file is gone."""

@@ -14,21 +14,36 @@ import base64
 import datetime
 import secrets
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, delete, false, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from mailbox_appliance.errors import UploadTooLarge
 from mailbox_appliance.store import schema
-from mailbox_appliance.store.blob_rows import BlobRef, decref_txn, incref_txn, register_txn
-from mailbox_appliance.store.journal import record_txn
+from mailbox_appliance.store.blob_rows import (
+    BlobRef,
+    decref_txn,
+    incref_txn,
+    reference_many_txn,
+    register_txn,
+)
+from mailbox_appliance.store.journal import record_many_txn, record_txn
 
 _u, _f, _s = schema.uploads, schema.files, schema.share_links
 
 STATION = "station"
 CLOUD = "cloud"
 KINDS = frozenset({STATION, CLOUD})
+
+
+class StationFile(NamedTuple):
+    """A station file to add with its share link (an attachment detached from mail)."""
+
+    name: str
+    ref: BlobRef
+    token: str
+    expires: datetime.datetime
 
 
 def new_token() -> str:
@@ -228,11 +243,16 @@ def add_file_txn(
     kind: str,
     now: datetime.datetime,
     expires: datetime.datetime | None,
+    ref: BlobRef | None = None,
 ) -> dict[str, Any]:
-    """A new file holding one reference to the stored blob ``sha256``."""
+    """A new file holding one reference to the stored blob ``sha256``; with ``ref``, content
+    that may still be inline and unstored (a BlobWriter's result) is stored now."""
     if kind not in KINDS:
         raise ValueError(f"unknown file kind {kind!r}")
-    incref_txn(conn, sha256)
+    if ref is None:
+        incref_txn(conn, sha256)
+    else:
+        record_many_txn(conn, reference_many_txn(conn, [ref]))
     row = {
         "id": new_token(),
         "account_id": account_id,
@@ -322,10 +342,12 @@ def create_share_txn(
     expires: datetime.datetime,
     password_hash: str | None = None,
     max_downloads: int | None = None,
+    token: str | None = None,
 ) -> dict[str, Any]:
-    """A new share link to a file (the caller checked the file is the account's)."""
+    """A new share link to a file (the caller checked the file is the account's); ``token``
+    when it was made (and written into mail) beforehand."""
     row = {
-        "token": new_token(),
+        "token": token or new_token(),
         "file_id": file_id,
         "created": now,
         "expires": expires,
