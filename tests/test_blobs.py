@@ -371,6 +371,35 @@ class BlobStoreTestsMixin:
         self.assertEqual((yield _count(self.store, schema.blobs)), 0)
         self.assertRaises(RuntimeError, writer.write, b"more")
 
+    @inlineCallbacks
+    def test_finish_awaited_by_a_producer_resumed_from_the_write_chain_gets_the_ref(self):
+        """A producer resumed by a written chunk (inside the writer's chain) that finishes
+        and awaits at once must get the BlobRef, not the chain's current result."""
+        writer = self.store.blobs.open_writer()
+        data = _content(6 * blobs.CHUNK_SIZE, seed=21)
+        finished = Deferred()
+
+        @implementer(IPushProducer)
+        class FinishOnResume:
+            def pauseProducing(self):
+                pass
+
+            def stopProducing(self):
+                pass
+
+            def resumeProducing(self):
+                writer.unregisterProducer()
+
+                async def finish():
+                    return await writer.finish()
+
+                Deferred.fromCoroutine(finish()).chainDeferred(finished)
+
+        writer.registerProducer(FinishOnResume(), True)
+        writer.write(data)  # over HIGH_WATER: paused; resumed from _chunk_written
+        ref = yield finished
+        self.assertEqual(ref, blobs.BlobRef(_sha(data), len(data)))
+
     # -- a writer that dies ----------------------------------------------------------------
 
     @inlineCallbacks

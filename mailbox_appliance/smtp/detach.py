@@ -29,7 +29,12 @@ from zope.interface import implementer
 from mailbox_appliance.mime import transfer
 from mailbox_appliance.mime.parts import LEAF, MESSAGE, MULTIPART, Part
 from mailbox_appliance.mime.scanner import MimeScanner
-from mailbox_appliance.smtp.detach_notice import Notice, attachment_name, notice_part
+from mailbox_appliance.smtp.detach_notice import (
+    Notice,
+    attachment_name,
+    choose_boundary,
+    notice_part,
+)
 from mailbox_appliance.store.blob_rows import BlobRef
 from mailbox_appliance.store.transfers import StationFile, new_token
 
@@ -56,9 +61,9 @@ def estimated_size(part: Part) -> int:
     return encoded
 
 
-def large_parts(root: Part, threshold: int) -> list[tuple[Part, tuple[bytes, ...]]]:
-    """The parts to detach, in message order, each with the boundaries around it."""
-    found: list[tuple[Part, tuple[bytes, ...]]] = []
+def large_parts(root: Part, threshold: int) -> list[tuple[Part, str]]:
+    """The parts to detach, in message order, each with the boundary for its notice."""
+    found: list[tuple[Part, str]] = []
 
     def walk(multipart: Part, bounds: tuple[bytes, ...]) -> None:
         boundary = multipart.info.boundary() if multipart.info else None
@@ -69,7 +74,9 @@ def large_parts(root: Part, threshold: int) -> list[tuple[Part, tuple[bytes, ...
                 walk(child, bounds)
             elif child.kind in (LEAF, MESSAGE) and not child.truncated:
                 if child.info is not None and estimated_size(child) > threshold:
-                    found.append((child, bounds))
+                    boundary = choose_boundary(bounds)
+                    if boundary is not None:
+                        found.append((child, boundary))
 
     if threshold > 0 and root.kind == MULTIPART:
         walk(root, ())
@@ -130,7 +137,7 @@ class Detacher:
         source = await self.blobs.open(ref.sha256)
         try:
             files, notices = [], []
-            for number, (part, bounds) in enumerate(parts, 1):
+            for number, (part, boundary) in enumerate(parts, 1):
                 header = await self._read(source, part.h, min(part.b - part.h, HEADER_READ))
                 name = attachment_name(header, part.media_type(), number)
                 content = await self._decoded(source, part)
@@ -138,7 +145,7 @@ class Detacher:
                 files.append(StationFile(name, content, token, expires))
                 notice = Notice(name, content.size, content.sha256, self._link(token), expires)
                 newline = b"\r\n" if b"\r\n" in header else b"\n"
-                notices.append(notice_part(notice, bounds, newline))
+                notices.append(notice_part(notice, boundary, newline))
             new_ref, structure = await self._rewrite(source, ref.size, parts, notices)
         finally:
             source.close()

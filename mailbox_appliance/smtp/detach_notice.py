@@ -54,12 +54,19 @@ def attachment_name(header: bytes, media_type: str, number: int) -> str:
     return file_name({"filename": raw.encode("utf-8")}, default) if raw else default
 
 
-def notice_part(notice: Notice, avoid: tuple[bytes, ...] = (), newline: bytes = b"\r\n") -> bytes:
-    """The replacement part: its header, a blank line and its body, without a final newline.
+def choose_boundary(avoid: tuple[bytes, ...]) -> str | None:
+    """A boundary for the notice that none of the enclosing boundaries ``avoid`` is a prefix
+    of (RFC 2046 §5.1.1), or None after a few draws: only a message built to block every
+    draw gets there, and its part then stays as it is."""
+    for _ in range(20):
+        boundary = f"{secrets.token_hex(16)}.detached"
+        if not any(outer and boundary.encode("ascii").startswith(outer) for outer in avoid):
+            return boundary
+    return None
 
-    ``avoid``: the boundaries of the multiparts around it; ours must not start with any of
-    them (RFC 2046 §5.1.1), so it is drawn again until it does not.
-    """
+
+def notice_part(notice: Notice, boundary: str, newline: bytes = b"\r\n") -> bytes:
+    """The replacement part: its header, a blank line and its body, without a final newline."""
     until = f"{notice.expires:%A, %d %B %Y, %H:%M} UTC"
     size = human_size(notice.size)
     text = (
@@ -80,14 +87,6 @@ def notice_part(notice: Notice, avoid: tuple[bytes, ...] = (), newline: bytes = 
     part = MIMEPart(policy=email.policy.SMTP)
     part.set_content(text, cte="quoted-printable")
     part.add_alternative(page, subtype="html", cte="quoted-printable")
-    boundary = _boundary(avoid)
     part.set_boundary(boundary)
     data = part.as_bytes().rstrip(b"\r\n")
     return data if newline == b"\r\n" else data.replace(b"\r\n", newline)
-
-
-def _boundary(avoid: tuple[bytes, ...]) -> str:
-    while True:
-        boundary = f"{secrets.token_hex(16)}.detached"
-        if not any(outer and boundary.encode("ascii").startswith(outer) for outer in avoid):
-            return boundary
