@@ -16,8 +16,8 @@ child) runs in a thread.
 
 from __future__ import annotations
 
-import base64
 import hashlib
+import itertools
 import os
 import re
 import shutil
@@ -39,7 +39,7 @@ from tests.support.appliance import insecure_tls
 from tests.support.outbound import outbound_config, sink_and_dns
 from tests.support.processes import ChildAppliance, child_env, reset_peak, vm_field
 from tests.support.sink import Sink, SinkBehaviour
-from tests.support.smtp import RawSMTP
+from tests.support.smtp import submit_streamed
 
 log = Logger()
 
@@ -294,40 +294,10 @@ BLOCK = LINES * (MiB // len(LINES))
 HEADER = b"From: alice@example.test\r\nTo: big@remote.test\r\nSubject: a big one\r\n\r\n"
 
 
-def _stuffed(block: bytes) -> bytes:
-    """``block`` (whole CRLF lines) dot-stuffed for DATA (RFC 5321 §4.5.2)."""
-    return (b"." if block.startswith(b".") else b"") + block.replace(b"\r\n.", b"\r\n..")
-
-
-def submit_streamed(port: int, recipient: str, blocks: int) -> list[str]:
-    """Submit ``HEADER`` and ``blocks`` times ``BLOCK`` from alice (STARTTLS, AUTH PLAIN)
-    over a raw socket, the content streamed and never whole here.  The replies to MAIL, RCPT,
-    DATA and the final dot."""
+def submit_blocks(port: int, recipient: str, blocks: int) -> list[str]:
+    """Submit ``HEADER`` and ``blocks`` times ``BLOCK`` from alice, streamed."""
     size = len(HEADER) + blocks * len(BLOCK)
-    stuffed = _stuffed(BLOCK)
-    client = RawSMTP(port, timeout=120)
-    try:
-        client.reply()
-        client.command("EHLO big.test")
-        assert client.command("STARTTLS").startswith("220"), "no STARTTLS"
-        client.starttls(insecure_tls())
-        client.command("EHLO big.test")
-        token = base64.b64encode(b"\0alice@example.test\0pw").decode()
-        assert client.command(f"AUTH PLAIN {token}").startswith("235"), "AUTH refused"
-        client.send(
-            f"MAIL FROM:<alice@example.test> SIZE={size}\r\nRCPT TO:<{recipient}>\r\n"
-            "DATA\r\n".encode()
-        )
-        replies = client.replies(3)
-        if not replies[2].startswith("354"):
-            return replies
-        client.send(HEADER)
-        for _ in range(blocks):
-            client.send(stuffed)
-        client.send(b".\r\n")
-        return replies + client.replies(1)
-    finally:
-        client.close()
+    return submit_streamed(port, recipient, itertools.chain([HEADER], [BLOCK] * blocks), size)
 
 
 class BigMessageTests(_OutboundChild):
@@ -368,13 +338,13 @@ class BigMessageTests(_OutboundChild):
         size = len(HEADER) + blocks * len(BLOCK)
 
         # Warm-up: a 1 MiB message takes the whole path (file-backed blob, chunked reads).
-        replies = yield deferToThread(submit_streamed, port, "warm@remote.test", 1)
+        replies = yield deferToThread(submit_blocks, port, "warm@remote.test", 1)
         self.assertTrue(replies[-1].startswith("250 2.0.0"), replies)
         (warm,) = yield self.sink.wait_for(1)
         self.assertEqual(warm.recipients, ["warm@remote.test"])
 
         before_submission = vm_field(pid, "VmHWM")
-        replies = yield deferToThread(submit_streamed, port, "big@remote.test", blocks)
+        replies = yield deferToThread(submit_blocks, port, "big@remote.test", blocks)
         self.assertEqual([r[:3] for r in replies], ["250", "250", "354", "250"], replies)
 
         def attempted(listing: str) -> bool:

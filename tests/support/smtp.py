@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import ssl
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from twisted.internet.defer import inlineCallbacks
 
 from mailbox_appliance.store import schema
+from tests.support.appliance import insecure_tls
 
 
 class RawSMTP:
@@ -65,6 +68,41 @@ class RawSMTP:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def stuffed(lines: bytes) -> bytes:
+    """Whole CRLF lines dot-stuffed for DATA (RFC 5321 §4.5.2)."""
+    return (b"." if lines.startswith(b".") else b"") + lines.replace(b"\r\n.", b"\r\n..")
+
+
+def submit_streamed(
+    port: int, recipient: str, pieces: Iterable[bytes], size: int, password: str = "pw"
+) -> list[str]:
+    """Submit ``pieces`` (each whole CRLF lines) as one message from alice@example.test
+    (STARTTLS, AUTH PLAIN) over a raw socket, streamed: never whole here.  The replies to
+    MAIL, RCPT, DATA and the final dot."""
+    client = RawSMTP(port, timeout=300)
+    try:
+        client.reply()
+        client.command("EHLO big.test")
+        assert client.command("STARTTLS").startswith("220"), "no STARTTLS"
+        client.starttls(insecure_tls())
+        client.command("EHLO big.test")
+        token = base64.b64encode(f"\0alice@example.test\0{password}".encode()).decode()
+        assert client.command(f"AUTH PLAIN {token}").startswith("235"), "AUTH refused"
+        client.send(
+            f"MAIL FROM:<alice@example.test> SIZE={size}\r\nRCPT TO:<{recipient}>\r\n"
+            "DATA\r\n".encode()
+        )
+        replies = client.replies(3)
+        if not replies[2].startswith("354"):
+            return replies
+        for piece in pieces:
+            client.send(stuffed(piece))
+        client.send(b".\r\n")
+        return replies + client.replies(1)
+    finally:
+        client.close()
 
 
 @inlineCallbacks
