@@ -74,7 +74,8 @@ class IUploadBackend(Interface):
         UploadTooLarge (the reason names the limit)."""
 
     def info(owner, upload_id):
-        """UploadInfo, or None when there is no such upload for ``owner`` (or it expired)."""
+        """UploadInfo, or None when there is no such upload for ``owner``; fails with
+        UploadGone(expired=True) when it expired (tus: 410, not 404)."""
 
     def declare_length(owner, upload_id, length):
         """Set a deferred length once; fires with UploadInfo; UploadTooLarge, UploadConflict."""

@@ -327,11 +327,13 @@ class _UploadTests:
         info = yield self.uploads.create(self.alice, 100, {})
         yield self._patch(info.id, 0, b"e" * 10)
         self.now += datetime.timedelta(seconds=3601)
-        self.assertIsNone((yield self.uploads.info(self.alice, info.id)))
+        error = yield self.assertFailure(self.uploads.info(self.alice, info.id), UploadGone)
+        self.assertTrue(error.expired)
         error = yield self.assertFailure(
             self.uploads.open_writer(self.alice, info.id, 10), UploadGone
         )
         self.assertTrue(error.expired)
+        self.assertIsNone((yield self.uploads.info(self.bob, info.id)))  # not bob's: absent
         counts = yield self.uploads.reap_expired()
         self.assertEqual(counts, {"uploads": 1, "files": 0})
         self.assertIsNone(_file_size(self.uploads.path(info.id)))

@@ -281,7 +281,7 @@ class CoreProtocolTests(StationTestCase):
         self.assertEqual(headers["upload-offset"], "5")
 
     @deferred_test
-    async def test_patch_to_an_unknown_upload_is_404_and_to_an_expired_one_410(self):
+    async def test_patch_or_head_of_an_unknown_upload_is_404_and_of_an_expired_one_410(self):
         status, _, _ = await self.patch(self.base + "nosuch", 0, b"x")
         self.assertEqual(status, 404)
         url = await self.create(5)
@@ -289,6 +289,8 @@ class CoreProtocolTests(StationTestCase):
         status, _, _ = await self.patch(url, 0, b"x")
         self.assertEqual(status, 410)
         status, _, _ = await self.head(url)
+        self.assertEqual(status, 410)
+        status, _, _ = await self.head(self.base + "nosuch")
         self.assertEqual(status, 404)
 
     @deferred_test

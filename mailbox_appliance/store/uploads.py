@@ -217,8 +217,10 @@ class UploadStore:
 
     def info(self, owner: int, upload_id: str) -> Deferred[UploadInfo | None]:
         def _answer(row):
-            if row is None or self._expired(row):
+            if row is None:
                 return None
+            if self._expired(row):
+                raise UploadGone("the upload expired", expired=True)
             if self._needs_completion(row) and row["id"] not in self._busy:
                 return self._complete_guarded(row, None)  # a completion that failed earlier
             return _info(row)

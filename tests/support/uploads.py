@@ -138,8 +138,8 @@ class FakeUploadBackend:
     def info(self, owner, upload_id):
         try:
             return succeed(self._info(self._find(owner, upload_id)))
-        except UploadGone:
-            return succeed(None)
+        except UploadGone as gone:
+            return fail(gone) if gone.expired else succeed(None)
 
     def declare_length(self, owner, upload_id, length):
         try:
