@@ -19,7 +19,12 @@ from zope.interface.verify import verifyObject
 
 from mailbox_appliance.interfaces import IUploadBackend, IUploadWriter
 from mailbox_appliance.web import tus
-from mailbox_appliance.web.request import StreamingRequest, upload_site
+from mailbox_appliance.web.request import (
+    UPLOAD_READ_SIZE,
+    StreamingRequest,
+    read_in_large_pieces,
+    upload_site,
+)
 from tests.support.uploads import FakeUploadBackend
 
 MiB = 1024 * 1024
@@ -604,6 +609,7 @@ class StreamingTests(StationTestCase):
         request = self.requests[-1]
         self.assertTrue(request.readingPaused)
         self.assertNotIn(request.transport, reactor.getReaders())
+        self.assertEqual(request.transport.bufferSize, UPLOAD_READ_SIZE)  # fewer, larger reads
         written = len(self.backend.writes)
         await deferLater(reactor, 0.3, lambda: None)
         self.assertEqual(len(self.backend.writes), written)  # nothing read meanwhile
@@ -635,3 +641,21 @@ class StreamingTests(StationTestCase):
         self.assertEqual(sum(size for size, _ in seen), len(data))
         self.assertLess(max(size for size, _ in seen), 4 * MiB)
         self.assertEqual(self.backend.content(self.upload_id(url)), data)
+
+
+class ReadSizeTests(unittest.TestCase):
+    def test_the_tcp_connection_under_tls_reads_in_large_pieces_too(self):
+        class Layer:
+            def __init__(self, below=None, size=None):
+                self.transport = below
+                if size is not None:
+                    self.bufferSize = size
+
+        tcp = Layer(size=65536)
+        tls = Layer(below=tcp)
+        read_in_large_pieces(tls)
+        self.assertEqual(tcp.bufferSize, UPLOAD_READ_SIZE)
+        self.assertFalse(hasattr(tls, "bufferSize"))
+        bigger = Layer(size=4 * UPLOAD_READ_SIZE)
+        read_in_large_pieces(bigger)
+        self.assertEqual(bigger.bufferSize, 4 * UPLOAD_READ_SIZE)

@@ -81,6 +81,7 @@ class StreamingRequest(server.Request):
         self._queue: deque[tuple[str, Any]] = deque()
         self._busy = False
         self.bodyEnded = False
+        read_in_large_pieces(self.channel.transport)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.sink is None:
@@ -183,6 +184,19 @@ class StreamingRequest(server.Request):
         channel = getattr(self, "channel", None)  # gone once the request has finished
         if channel is not None:
             channel.resumeProducing()
+
+
+#: Bytes asked of the socket per read while an upload streams in (Twisted reads 64 KiB): each
+#: read costs the same Python work however large, so larger reads save CPU per byte.
+UPLOAD_READ_SIZE = 1024 * 1024
+
+
+def read_in_large_pieces(transport: Any) -> None:
+    """Raise the read size of the TCP connection under ``transport`` (under TLS too)."""
+    while transport is not None:
+        if hasattr(transport, "bufferSize"):
+            transport.bufferSize = max(transport.bufferSize, UPLOAD_READ_SIZE)
+        transport = getattr(transport, "transport", None)
 
 
 def upload_site(resource: IResource, **kwargs: Any) -> server.Site:
