@@ -615,8 +615,8 @@ class StreamingTests(ServerTestCase):
         good = file_reader(path)
 
         def breaking(offset, length):
-            if offset >= 1024 * 1024:
-                return fail(ReadFailed("disk gone"))
+            if offset >= 1024 * 1024:  # as a disk does: later, not in the same call
+                return deferLater(reactor, 0.05, lambda: fail(ReadFailed("disk gone")))
             return good(offset, length)
 
         reads = self.serve_file(path, data, read=breaking)
