@@ -1,10 +1,11 @@
 """``mailbox-appliance files ...``: the file-transfer station's files and share links.
 
 ``list`` shows an account's files, ``share`` makes a link anyone holding it can download one
-file with (``<public_url>/s/<token>``), ``revoke`` stops a link, and ``gc`` removes expired
-unfinished uploads and expired station files now instead of at the running appliance's next
-sweep.  All of it goes through the store, so a running appliance sees the change at once
-(share links are read from the database at every download).
+file with (``<public_url>/s/<token>``), ``revoke`` stops a link, ``move`` keeps a file in the
+account's cloud drive (it never expires) or puts it back on the station (it expires again),
+and ``gc`` removes expired unfinished uploads and expired station files now instead of at the
+running appliance's next sweep.  All of it goes through the store, so a running appliance
+sees the change at once (share links are read from the database at every download).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 
 from mailbox_appliance.addresses import normalize_address
 from mailbox_appliance.config import Config
+from mailbox_appliance.errors import UploadGone, UploadTooLarge
 from mailbox_appliance.station_url import StationURLError, public_url
 
 #: Share tokens are base32 now (store/transfers.py ``new_token``); older ones URL-safe base64.
@@ -46,6 +48,12 @@ def add_parsers(commands) -> None:
     )
     share.add_argument("--max-downloads", type=_positive, metavar="N")
     files.add_parser("revoke", help="stop a share link").add_argument("link", metavar="URL|TOKEN")
+    move = files.add_parser("move", help="move a file to the cloud drive or to the station")
+    move.add_argument("address")
+    move.add_argument("id", help="the file's id, as 'files list' shows it")
+    move.add_argument(
+        "kind", choices=["cloud", "station"], help="cloud: kept until deleted; station: expires"
+    )
     files.add_parser("gc", help="remove expired uploads and station files now")
 
 
@@ -101,6 +109,8 @@ async def files_command(
         print(f"{len(rows)} file(s)", file=out)
     elif args.action == "share":
         await _share(store, args, out, config, passwords, read_password)
+    elif args.action == "move":
+        await _move(store, args, out)
     elif args.action == "revoke":
         token = token_of(args.link)
         link = await store.share(token)
@@ -158,3 +168,25 @@ async def _share(store, args, out, config: Config, passwords, read_password) -> 
     if args.max_downloads:
         limits.append(f"at most {args.max_downloads} download(s)")
     print(f"{file['name']}: {'; '.join(limits)}", file=out)
+
+
+async def _move(store, args, out) -> None:
+    account = await store.account(args.address)
+    missing = FilesError(f"{normalize_address(args.address)} has no file {args.id}")
+    where = "the cloud drive" if args.kind == "cloud" else "the station"
+    file = await store.file(args.id, account["id"])
+    if file is None:  # absent, or another account's: the same answer, no hint which
+        raise missing
+    if file["kind"] == args.kind:
+        print(f"{file['name']} is already in {where}", file=out)
+        return
+    try:
+        moved = await store.move_file(file["id"], account["id"], args.kind)
+    except UploadTooLarge as e:
+        raise FilesError(f"cannot move {file['name']} to {where}: {e}") from None
+    except UploadGone:
+        raise FilesError(f"file {args.id} has expired (files gc removes it)") from None
+    if moved is None:  # deleted meanwhile
+        raise missing
+    expiry = "" if moved["expires"] is None else f" (expires {_when(moved['expires'])} UTC)"
+    print(f"moved {moved['name']} to {where}{expiry}", file=out)

@@ -1,4 +1,4 @@
-"""``mailbox-appliance files ...``: listing, sharing, revoking and reaping station files.
+"""``mailbox-appliance files ...``: listing, sharing, revoking, moving and reaping station files.
 
 The link arithmetic (public URL, tokens) is checked in-process; the commands run as real child
 processes against a data directory whose files are put in with sqlite, as an upload would have
@@ -225,3 +225,70 @@ class FilesCommandTests(_CLITestCase):
         self.execute("UPDATE files SET expires = ? WHERE id = 'bobs'", PAST)
         line = self.fails("files", "share", "bob@example.org", "bobs")
         self.assertIn("file bobs has expired (files gc removes it)", line)
+
+    def file_row(self, file_id: str) -> tuple:
+        (row,) = self.query("SELECT kind, expires FROM files WHERE id = ?", file_id)
+        return row
+
+    def test_move_keeps_a_file_in_the_cloud_drive_and_puts_it_back(self):
+        url = self.ok("files", "share", "alice@example.org", "report").splitlines()[0]
+        token = url.rsplit("/", 1)[1]
+        linked = self.share_row(token)[1]
+        self.assertEqual(
+            self.ok("files", "move", "Alice@Example.org", "report", "cloud"),
+            "moved report.pdf to the cloud drive\n",
+        )
+        self.assertEqual(self.file_row("report"), ("cloud", None))
+        self.assertEqual(self.share_row(token)[1], linked)
+        self.assertIn(
+            "report\treport.pdf\t3.0 MiB\tcloud\t2026-11-28 10:00:00\t-\n",
+            self.ok("files", "list", "alice@example.org"),
+        )
+        self.assertEqual(
+            self.ok("files", "move", "alice@example.org", "report", "cloud"),
+            "report.pdf is already in the cloud drive\n",
+        )
+
+        before = datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
+        out = self.ok("files", "move", "alice@example.org", "photos", "station")
+        prefix, suffix = "moved photos.zip to the station (expires ", " UTC)\n"
+        self.assertTrue(out.startswith(prefix) and out.endswith(suffix), out)
+        printed = datetime.datetime.fromisoformat(out[len(prefix) : -len(suffix)])
+        lifetime = datetime.timedelta(days=30)  # transfer.file_expires
+        self.assertTrue(
+            before + lifetime <= printed <= before + lifetime + datetime.timedelta(minutes=1)
+        )
+        kind, expires = self.file_row("photos")
+        self.assertEqual(kind, "station")
+        self.assertEqual(datetime.datetime.fromisoformat(expires).replace(microsecond=0), printed)
+
+    def test_moving_to_the_station_caps_the_files_share_links(self):
+        self.ok("files", "move", "alice@example.org", "report", "cloud")
+        url = self.ok("files", "share", "alice@example.org", "report", "--expires", "365")
+        token = url.splitlines()[0].rsplit("/", 1)[1]
+        self.ok("files", "move", "alice@example.org", "report", "station")
+        self.assertEqual(self.share_row(token)[1], self.file_row("report")[1])
+
+    def test_move_refuses_what_is_not_the_accounts_expired_or_too_large(self):
+        for file_id in ("bobs", "nonesuch"):
+            line = self.fails("files", "move", "alice@example.org", file_id, "cloud")
+            self.assertIn(f"alice@example.org has no file {file_id}", line)
+        self.assertIn(
+            "no account", self.fails("files", "move", "carol@example.org", "bobs", "cloud")
+        )
+        self.assertEqual(self.file_row("bobs"), ("station", FUTURE))
+
+        small = self.write_config("small.yaml", transfer={"cloud_capacity": "1 MiB"})
+        line = self.fails("files", "move", "alice@example.org", "report", "cloud", config=small)
+        self.assertIn(
+            "cannot move report.pdf to the cloud drive: over the cloud drive capacity of"
+            f" {1024 * 1024} bytes for this account (2048 bytes in use, {3 * 1024 * 1024} more"
+            " asked for)",
+            line,
+        )
+        self.assertEqual(self.file_row("report"), ("station", FUTURE))
+
+        self.execute("UPDATE files SET expires = ? WHERE id = 'report'", PAST)
+        line = self.fails("files", "move", "alice@example.org", "report", "cloud")
+        self.assertIn("file report has expired (files gc removes it)", line)
+        self.assertEqual(self.file_row("report"), ("station", PAST))

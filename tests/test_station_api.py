@@ -12,10 +12,12 @@ import json
 import os
 import urllib.parse
 
+from sqlalchemy import update
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from mailbox_appliance.store import schema
 from tests.support.appliance import (
     PASSWORD,
     add_account,
@@ -384,6 +386,113 @@ class FileTests(StationAPITestCase):
         self.assertEqual(response.headers["Allow"], "GET, POST")
         response = yield self.request("GET", "/api/nothing", headers=auth)
         self.assertEqual(response.status, 404)
+
+
+class CloudDriveTests(StationAPITestCase):
+    CLOUD = 100 * 1024
+
+    def configuration(self) -> dict:
+        return {**super().configuration(), "transfer": {"cloud_capacity": self.CLOUD}}
+
+    def move(self, file_id: str, body, headers: dict | None = None):
+        return self.request(
+            "PATCH", f"/api/files/{file_id}", body, headers or {"Authorization": basic(ALICE)}
+        )
+
+    @inlineCallbacks
+    def usage(self) -> dict:
+        response = yield self.request("GET", "/api/me", headers={"Authorization": basic(ALICE)})
+        me = response.json()
+        return {where: (me[where]["used"], me[where]["capacity"]) for where in ("station", "cloud")}
+
+    @inlineCallbacks
+    def test_a_file_moves_to_the_cloud_drive_and_back(self):
+        data = os.urandom(60 * 1024)
+        file = yield self.uploaded_file(data, "kept.bin")
+        station = self.appliance.config.transfer.station_capacity
+        self.assertEqual(
+            (yield self.usage()), {"station": (len(data), station), "cloud": (0, self.CLOUD)}
+        )
+
+        response = yield self.move(file["id"], {"kind": "cloud"})
+        self.assertEqual(response.status, 200, response.body)
+        kept = response.json()
+        self.assertEqual((kept["id"], kept["kind"], kept["expires"]), (file["id"], "cloud", None))
+        listed = yield self.request("GET", "/api/files", headers={"Authorization": basic(ALICE)})
+        self.assertEqual(listed.json()["files"], [kept])
+        self.assertEqual(
+            (yield self.usage()), {"station": (0, station), "cloud": (len(data), self.CLOUD)}
+        )
+        self.assertIsNone((yield self.appliance.store.file(file["id"]))["expires"])
+
+        before = datetime.datetime.now(datetime.UTC)
+        response = yield self.move(file["id"], {"kind": "station"})
+        self.assertEqual(response.status, 200, response.body)
+        back = response.json()
+        self.assertEqual(back["kind"], "station")
+        lifetime = datetime.timedelta(seconds=self.appliance.config.transfer.file_expires)
+        expires = datetime.datetime.fromisoformat(back["expires"])
+        self.assertTrue(
+            before + lifetime <= expires <= datetime.datetime.now(datetime.UTC) + lifetime
+        )
+        self.assertEqual(
+            (yield self.usage()), {"station": (len(data), station), "cloud": (0, self.CLOUD)}
+        )
+
+    @inlineCallbacks
+    def test_over_the_cloud_drive_capacity_is_413_with_the_reason(self):
+        first = yield self.uploaded_file(os.urandom(60 * 1024), "first.bin")
+        second = yield self.uploaded_file(os.urandom(60 * 1024), "second.bin")
+        self.assertEqual((yield self.move(first["id"], {"kind": "cloud"})).status, 200)
+        response = yield self.move(second["id"], {"kind": "cloud"})
+        self.assertEqual(response.status, 413)
+        self.assertEqual(
+            response.json()["error"],
+            f"over the cloud drive capacity of {self.CLOUD} bytes for this account"
+            f" ({60 * 1024} bytes in use, {60 * 1024} more asked for)",
+        )
+        self.assertEqual((yield self.appliance.store.file(second["id"])), second)
+
+    @inlineCallbacks
+    def test_a_bad_body_is_400_and_another_accounts_file_404(self):
+        file = yield self.uploaded_file(os.urandom(1000), "mine.bin")
+        for body in ({}, {"kind": "attic"}, {"kind": ["cloud"]}, {"kind": None}, b"{not json"):
+            response = yield self.move(file["id"], body)
+            self.assertEqual(response.status, 400, body)
+            self.assertIn("error", response.json())
+        bobs = yield self.uploaded_file(os.urandom(1000), "bobs.bin", address=BOB)
+        for file_id in (bobs["id"], "A" * 32):
+            response = yield self.move(file_id, {"kind": "cloud"})
+            self.assertEqual((response.status, response.json()), (404, {"error": "no such file"}))
+        self.assertEqual((yield self.appliance.store.file(bobs["id"])), bobs)
+        self.assertEqual((yield self.appliance.store.file(file["id"])), file)
+
+    @inlineCallbacks
+    def test_an_expired_station_file_is_410(self):
+        file = yield self.uploaded_file(os.urandom(1000), "old.bin")
+        past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+        files = schema.files
+        yield self.appliance.store.db.write(
+            lambda conn: conn.execute(
+                update(files).where(files.c.id == file["id"]).values(expires=past)
+            )
+        )
+        response = yield self.move(file["id"], {"kind": "cloud"})
+        self.assertEqual(response.status, 410)
+        self.assertIn("expired", response.json()["error"])
+
+    @inlineCallbacks
+    def test_a_cookie_authenticated_move_needs_a_same_origin_proof(self):
+        file = yield self.uploaded_file(os.urandom(1000), "csrf.bin")
+        cookie = yield self.login()
+        response = yield self.move(file["id"], {"kind": "cloud"}, {"Cookie": cookie})
+        self.assertEqual(response.status, 403)
+        self.assertEqual((yield self.appliance.store.file(file["id"]))["kind"], "station")
+        proof = {"Cookie": cookie, "X-Requested-With": "XMLHttpRequest"}
+        response = yield self.move(file["id"], {"kind": "cloud"}, proof)
+        self.assertEqual((response.status, response.json()["kind"]), (200, "cloud"))
+        response = yield self.request("OPTIONS", f"/api/files/{file['id']}", headers=proof)
+        self.assertEqual(response.headers["Allow"], "DELETE, GET, PATCH, OPTIONS")
 
 
 class ShareLinkTests(StationAPITestCase):

@@ -1,7 +1,7 @@
 """The station's page (web/page.py, web/static/) served by the real appliance on loopback:
 how its files are served, then a real browser (headless Chromium, tests/support/browser.py)
-logging in, uploading with tus-js-client, pausing, resuming after a reload, sharing and
-deleting."""
+logging in, uploading with tus-js-client, pausing, resuming after a reload, sharing, keeping
+in the cloud drive and deleting."""
 
 from __future__ import annotations
 
@@ -166,13 +166,38 @@ def share(page, name: str) -> tuple[dict, str, str]:
     return answer.value.json(), field.input_value(), status.text_content()
 
 
+def move(page, name: str, button: str, kind: str) -> dict:
+    """Click the file's move button (its accessible name is ``button``); the file once it
+    shows as ``kind``: its expiry text, its button and the notice."""
+    page.get_by_role("button", name=button).click()
+    item = page.locator(f'#files li[data-name="{name}"][data-kind="{kind}"]')
+    item.wait_for()
+    return {
+        "expiry": item.locator(".expiry").text_content(),
+        "button": item.locator(".move").text_content(),
+        "notice": page.locator("#notice").text_content(),
+    }
+
+
+def wait_usage(page, start: str) -> str:
+    """The usage line once it starts with ``start`` (it is refreshed after each change)."""
+    page.wait_for_function(
+        "start => document.getElementById('usage').textContent.startsWith(start)", arg=start
+    )
+    return page.locator("#usage").text_content()
+
+
 class StationPageTests(TestCase):
     timeout = 240
+    #: A small cloud drive, so that the page meets its limit.
+    CLOUD = 3 * MiB
 
     @inlineCallbacks
     def setUp(self):
         self.browser = yield started_browser(self, reactor)  # skips first when there is none
-        self.appliance = yield started_appliance(self, ("http",))
+        self.appliance = yield started_appliance(
+            self, ("http",), transfer={"cloud_capacity": self.CLOUD}
+        )
         self.alice = yield add_account(self.appliance, ALICE)
         self.base = f"http://127.0.0.1:{port_of(self.appliance, 'http')}/"
         self.directory = self.mktemp()
@@ -314,3 +339,68 @@ class StationPageTests(TestCase):
         )
         self.assertEqual(unfinished_left, 0)  # removeFingerprintOnSuccess
         self.assertLess(seconds, 120, json.dumps({"upload_seconds": seconds}))
+
+    @inlineCallbacks
+    def test_a_file_is_kept_in_the_cloud_drive_within_its_capacity_and_moved_back(self):
+        for name in ("kept.bin", "big.bin"):
+            write_random(os.path.join(self.directory, name), 2 * MiB)
+        yield self.run_page(log_in, self.base, ALICE, PASSWORD)
+        for name in ("kept.bin", "big.bin"):
+            yield self.run_page(upload, os.path.join(self.directory, name))
+            yield self.run_page(wait_listed, name)
+        usage = yield self.run_page(wait_usage, "Station: 4.0 MiB")
+        self.assertEqual(
+            usage, "Station: 4.0 MiB of 32 GiB used · Cloud drive: 0 B of 3.0 MiB used"
+        )
+
+        kept = yield self.run_page(move, "kept.bin", "Keep kept.bin in the cloud drive", "cloud")
+        self.assertEqual(
+            kept,
+            {
+                "expiry": "Kept in cloud drive",
+                "button": "Move to station",
+                "notice": "kept.bin is kept in the cloud drive.",
+            },
+        )
+        files = {f["name"]: f for f in (yield self.appliance.store.list_files(self.alice))}
+        self.assertEqual((files["kept.bin"]["kind"], files["kept.bin"]["expires"]), ("cloud", None))
+        usage = yield self.run_page(wait_usage, "Station: 2.0 MiB")
+        self.assertEqual(
+            usage, "Station: 2.0 MiB of 32 GiB used · Cloud drive: 2.0 MiB of 3.0 MiB used"
+        )
+
+        def refused(page):
+            page.get_by_role("button", name="Keep big.bin in the cloud drive").click()
+            page.locator("#notice.is-error").wait_for()
+            item = page.locator('#files li[data-name="big.bin"]')
+            return (
+                page.locator("#notice").text_content(),
+                item.get_attribute("data-kind"),
+                item.locator(".move").is_enabled(),
+            )
+
+        notice, kind, enabled = yield self.run_page(refused)
+        self.assertEqual(
+            notice,
+            "Could not move big.bin to the cloud drive: over the cloud drive capacity of"
+            f" {self.CLOUD} bytes for this account ({2 * MiB} bytes in use, {2 * MiB} more"
+            " asked for)",
+        )
+        self.assertEqual((kind, enabled), ("station", True))
+        self.assertEqual(
+            (yield self.appliance.store.file(files["big.bin"]["id"])), files["big.bin"]
+        )
+
+        yield self.run_page(lambda page: page.reload())
+        again = yield self.run_page(wait_listed, "kept.bin")
+        self.assertEqual(again["expiry"], "Kept in cloud drive")
+
+        back = yield self.run_page(move, "kept.bin", "Move kept.bin to the station", "station")
+        self.assertTrue(back["expiry"].startswith("Expires "), back)
+        self.assertEqual(back["button"], "Keep")
+        self.assertTrue(back["notice"].startswith("kept.bin is back on the station until "), back)
+        stored = yield self.appliance.store.file(files["kept.bin"]["id"])
+        self.assertEqual(stored["kind"], "station")
+        self.assertIsNotNone(stored["expires"])
+        usage = yield self.run_page(wait_usage, "Station: 4.0 MiB")
+        self.assertTrue(usage.endswith("Cloud drive: 0 B of 3.0 MiB used"), usage)

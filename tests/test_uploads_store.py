@@ -63,6 +63,7 @@ class _UploadTests:
         self.alice = yield self.store.add_account("alice@a.test", "h", 10**9)
         self.bob = yield self.store.add_account("bob@a.test", "h", 10**9)
         self.uploads = yield self._uploads()
+        self.store.uploads = self.uploads  # the Store's own methods on the test's clock and limits
 
     @inlineCallbacks
     def _uploads(self, **kw):
@@ -70,6 +71,7 @@ class _UploadTests:
         limits = {
             "max_file_size": 64 * MiB,
             "station_capacity": 100 * MiB,
+            "cloud_capacity": MiB,
             "upload_expires": 3600,
             "station_expiry": 7 * 86400,
         }
@@ -364,6 +366,141 @@ class _UploadTests:
         self.assertEqual([f["name"] for f in (yield self._files(self.alice))], ["kept"])
         self.assertEqual((yield self._blob_row(info.sha256)), (1, "hot"))
         self.assertIsNone((yield self.uploads.info(self.alice, info.id)))
+
+    # -- the cloud drive: moving files -------------------------------------------------------
+
+    @inlineCallbacks
+    def _uploaded_file(self, data, owner=None, name=b"report.pdf"):
+        """Upload ``data``; the owner's new file (file names differ within a test)."""
+        owner = self.alice if owner is None else owner
+        yield self._upload(data, owner, name)
+        files = yield self._files(owner)
+        return next(f for f in files if f["name"] == name.decode())
+
+    def _share(self, file_id, days):
+        expires = self.now + datetime.timedelta(days=days)
+        return self.store.db.write(
+            lambda c: transfers.create_share_txn(c, file_id, self.now, expires)
+        )
+
+    @inlineCallbacks
+    def _share_expiries(self, file_id):
+        shares = yield self.store.shares(file_id)
+        return {share["token"]: share["expires"] for share in shares}
+
+    def _journal(self, kind):
+        def _txn(conn):
+            j = schema.journal
+            return list(
+                conn.execute(
+                    select(j.c.payload).where(j.c.kind == kind).order_by(j.c.seq)
+                ).scalars()
+            )
+
+        return self.store.db.read(_txn)
+
+    @inlineCallbacks
+    def test_a_file_moves_to_the_cloud_drive_and_back(self):
+        data = _content(200000, seed=12)
+        file = yield self._uploaded_file(data)
+        self.assertEqual(file["expires"], self.now + datetime.timedelta(days=7))
+        soon = yield self._share(file["id"], 2)
+
+        kept = yield self.store.move_file(file["id"], self.alice, "cloud")
+        self.assertEqual({**file, "kind": "cloud", "expires": None}, kept)
+        self.assertEqual((yield self._files(self.alice)), [kept])
+        self.assertEqual((yield self.store.cloud_usage(self.alice)), len(data))
+        self.assertEqual((yield self.store.station_usage(self.alice)), 0)
+        self.assertEqual((yield self.store.move_file(file["id"], self.alice, "cloud")), kept)
+        # While kept, a link may outlive the station's lifetime.
+        late = yield self._share(file["id"], 365)
+
+        self.now += datetime.timedelta(days=10)
+        back = yield self.store.move_file(file["id"], self.alice, "station")
+        expires = self.now + datetime.timedelta(days=7)
+        self.assertEqual({**file, "expires": expires}, back)
+        self.assertEqual((yield self._files(self.alice)), [back])
+        self.assertEqual((yield self.store.cloud_usage(self.alice)), 0)
+        self.assertEqual((yield self.store.station_usage(self.alice)), len(data))
+        # Links are capped at the file's new expiry; shorter ones keep theirs.
+        self.assertEqual(
+            (yield self._share_expiries(file["id"])),
+            {soon["token"]: soon["expires"], late["token"]: expires},
+        )
+        self.assertEqual(
+            (yield self._journal("file.move")),
+            [
+                {"id": file["id"], "account_id": self.alice, "kind": "cloud", "expires": None},
+                {
+                    "id": file["id"],
+                    "account_id": self.alice,
+                    "kind": "station",
+                    "expires": expires.isoformat(),
+                },
+            ],
+        )
+
+    @inlineCallbacks
+    def test_a_file_over_the_cloud_drive_capacity_stays_where_it_is(self):
+        first = yield self._uploaded_file(_content(600000, seed=13), name=b"first")
+        second = yield self._uploaded_file(_content(600000, seed=14), name=b"second")
+        yield self.store.move_file(first["id"], self.alice, "cloud")
+        error = yield self.assertFailure(
+            self.store.move_file(second["id"], self.alice, "cloud"), UploadTooLarge
+        )
+        self.assertEqual(
+            str(error),
+            f"over the cloud drive capacity of {MiB} bytes for this account"
+            " (600000 bytes in use, 600000 more asked for)",
+        )
+        self.assertEqual((yield self.store.file(second["id"])), second)
+        self.assertEqual(len((yield self._journal("file.move"))), 1)
+        # Another account's cloud drive is its own.
+        bobs = yield self._uploaded_file(_content(600000, seed=14), owner=self.bob)
+        self.assertEqual(
+            (yield self.store.move_file(bobs["id"], self.bob, "cloud"))["kind"], "cloud"
+        )
+
+    @inlineCallbacks
+    def test_a_full_station_takes_no_file_back_from_the_cloud_drive(self):
+        file = yield self._uploaded_file(_content(300000, seed=15))
+        kept = yield self.store.move_file(file["id"], self.alice, "cloud")
+        for _ in range(2):  # declared lengths count: 100 MiB, all the station holds
+            yield self.uploads.create(self.alice, 50 * MiB, {})
+        error = yield self.assertFailure(
+            self.store.move_file(file["id"], self.alice, "station"), UploadTooLarge
+        )
+        self.assertIn("station capacity", str(error))
+        self.assertEqual((yield self.store.file(file["id"])), kept)
+
+    @inlineCallbacks
+    def test_another_accounts_file_is_not_found(self):
+        file = yield self._uploaded_file(_content(1000, seed=16))
+        for file_id in (file["id"], transfers.new_token()):
+            for kind in ("cloud", "station"):
+                self.assertIsNone((yield self.store.move_file(file_id, self.bob, kind)))
+        self.assertEqual((yield self.store.file(file["id"])), file)
+        self.assertEqual((yield self._journal("file.move")), [])
+
+    @inlineCallbacks
+    def test_an_expired_station_file_is_not_rescued(self):
+        file = yield self._uploaded_file(_content(1000, seed=17))
+        self.now += datetime.timedelta(days=7)
+        error = yield self.assertFailure(
+            self.store.move_file(file["id"], self.alice, "cloud"), UploadGone
+        )
+        self.assertTrue(error.expired)
+        self.assertEqual((yield self.store.file(file["id"])), file)
+
+    @inlineCallbacks
+    def test_reaping_keeps_a_file_moved_to_the_cloud_drive(self):
+        kept = yield self._uploaded_file(_content(1000, seed=18), name=b"kept")
+        yield self._uploaded_file(_content(1000, seed=19), name=b"dropped")
+        kept = yield self.store.move_file(kept["id"], self.alice, "cloud")
+        self.now += datetime.timedelta(days=8)
+        counts = yield self.store.reap_transfers()
+        self.assertEqual(counts, {"uploads": 0, "files": 1})
+        self.assertEqual((yield self._files(self.alice)), [kept])
 
     # -- dedupe and the fast path --------------------------------------------------------------
 

@@ -44,6 +44,7 @@ class Store:
         quota_policy: QuotaPolicy = FIXED,
         max_file_size: int = 32 * 1024**3,
         station_capacity: int = 32 * 1024**3,
+        cloud_capacity: int = 1024**3,
         upload_expires: float = 7 * 86400,
         station_expiry: float = 30 * 86400,
     ):
@@ -66,6 +67,7 @@ class Store:
             self.blobs,
             max_file_size=max_file_size,
             station_capacity=station_capacity,
+            cloud_capacity=cloud_capacity,
             upload_expires=upload_expires,
             station_expiry=station_expiry,
         )
@@ -82,6 +84,7 @@ class Store:
             quota_policy=QuotaPolicy.from_config(config.quota),
             max_file_size=config.transfer.max_file_size,
             station_capacity=config.transfer.station_capacity,
+            cloud_capacity=config.transfer.cloud_capacity,
             upload_expires=config.transfer.upload_expires,
             station_expiry=config.transfer.file_expires,
         )
@@ -445,6 +448,24 @@ class Store:
         """Delete a file with its share links; its blob goes to garbage collection."""
         return self._write(transfers.delete_file_txn, file_id)
 
+    def move_file(self, file_id: str, account_id: int, kind: str) -> Deferred[dict | None]:
+        """Move the account's file to the cloud drive ("cloud": kept until deleted) or back to
+        the station ("station": it expires after ``station_expiry`` from now); the moved file,
+        or None when the account has no such file.  Fails with UploadTooLarge when it does not
+        fit there, UploadGone when it is a station file that has expired."""
+        uploads = self.uploads
+        now = uploads.clock()
+        return self._write(
+            transfers.move_file_txn,
+            file_id,
+            account_id,
+            kind,
+            now,
+            now + uploads.station_expiry,
+            uploads.station_capacity,
+            uploads.cloud_capacity,
+        )
+
     def claim_existing(
         self, account_id: int, sha256: str, size: int, name: str
     ) -> Deferred[dict | None]:
@@ -482,6 +503,10 @@ class Store:
     def station_usage(self, account_id: int) -> Deferred[int]:
         """Bytes the account holds on the station (files and unfinished uploads)."""
         return self._read(transfers.station_usage_txn, account_id)
+
+    def cloud_usage(self, account_id: int) -> Deferred[int]:
+        """Bytes the account keeps in its cloud drive."""
+        return self._read(transfers.cloud_usage_txn, account_id)
 
     def reap_transfers(self, now: datetime.datetime | None = None) -> Deferred[dict[str, int]]:
         """Delete expired unfinished uploads and expired station files (``files gc``)."""

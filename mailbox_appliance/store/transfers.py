@@ -1,11 +1,13 @@
 """The file-transfer station's rows: uploads, files and share links, as ``*_txn`` functions.
 
 Used by store/uploads.py (which adds the file work: upload files, hashing, blobs), the web
-layer and the CLI (``files list|share|revoke|gc``).  Each returns plain data; each change
-writes its journal entry in the same transaction.  A ``files`` row holds one reference to its
-blob; deleting it (``delete_file_txn``) drops that reference, its share links and the upload
-row that made it.  Tokens (upload ids, file ids, share links) are 160 random bits in
-lower-case base32.
+layer and the CLI (``files list|share|revoke|move|gc``).  Each returns plain data; each change
+writes its journal entry in the same transaction.  A file is on the station (kind "station":
+it expires) or in the account's cloud drive (kind "cloud": kept until deleted);
+``move_file_txn`` moves it between the two, each with its own capacity.  A ``files`` row
+holds one reference to its blob; deleting it (``delete_file_txn``) drops that reference, its
+share links and the upload row that made it.  Tokens (upload ids, file ids, share links) are
+160 random bits in lower-case base32.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import and_, delete, false, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from mailbox_appliance.errors import UploadTooLarge
+from mailbox_appliance.errors import UploadGone, UploadTooLarge
 from mailbox_appliance.store import schema
 from mailbox_appliance.store.blob_rows import (
     BlobRef,
@@ -119,12 +121,30 @@ def check_capacity_txn(
     conn: Connection, account_id: int, adding: int, capacity: int, exclude: Sequence[str] = ()
 ) -> None:
     """UploadTooLarge unless ``adding`` more bytes fit in the account's station capacity."""
-    used = station_usage_txn(conn, account_id, exclude)
+    _check_fits("station", station_usage_txn(conn, account_id, exclude), adding, capacity)
+
+
+def _check_fits(place: str, used: int, adding: int, capacity: int) -> None:
     if used + adding > capacity:
         raise UploadTooLarge(
-            f"over the station capacity of {capacity} bytes for this account"
+            f"over the {place} capacity of {capacity} bytes for this account"
             f" ({used} bytes in use, {adding} more asked for)"
         )
+
+
+def cloud_usage_txn(conn: Connection, account_id: int) -> int:
+    """Bytes the account keeps in its cloud drive (uploads always land on the station)."""
+    used = conn.execute(
+        select(func.coalesce(func.sum(_f.c.size), 0)).where(
+            _f.c.account_id == account_id, _f.c.kind == CLOUD
+        )
+    ).scalar()
+    return int(used)
+
+
+def check_cloud_capacity_txn(conn: Connection, account_id: int, adding: int, capacity: int) -> None:
+    """UploadTooLarge unless ``adding`` more bytes fit in the account's cloud drive."""
+    _check_fits("cloud drive", cloud_usage_txn(conn, account_id), adding, capacity)
 
 
 def insert_upload_txn(conn: Connection, row: dict[str, Any]) -> None:
@@ -314,6 +334,55 @@ def delete_file_txn(conn: Connection, file_id: str, reason: str = "remove") -> b
     decref_txn(conn, row.blob_sha256)
     record_txn(conn, f"file.{reason}", {"id": file_id, "sha256": row.blob_sha256})
     return True
+
+
+def move_file_txn(
+    conn: Connection,
+    file_id: str,
+    account_id: int,
+    kind: str,
+    now: datetime.datetime,
+    station_expires: datetime.datetime,
+    station_capacity: int,
+    cloud_capacity: int,
+) -> dict[str, Any] | None:
+    """Move the account's file to the cloud drive (kept until deleted) or to the station
+    (expiring at ``station_expires``, and its share links no later); the file as it is now.
+
+    None when the account has no such file (another account's is never revealed); a file
+    already of ``kind`` stays as it is.  UploadTooLarge when it does not fit where it goes;
+    UploadGone when it is a station file past its expiry (the reaper's, not the user's).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown file kind {kind!r}")
+    file = file_txn(conn, file_id, account_id)
+    if file is None or file["kind"] == kind:
+        return file
+    if file["expires"] is not None and file["expires"] <= now:
+        raise UploadGone(f"file {file_id} has expired", expired=True)
+    if kind == CLOUD:
+        check_cloud_capacity_txn(conn, account_id, file["size"], cloud_capacity)
+        expires = None
+    else:
+        check_capacity_txn(conn, account_id, file["size"], station_capacity)
+        expires = station_expires
+        conn.execute(
+            update(_s)
+            .where(_s.c.file_id == file_id, _s.c.expires > expires)
+            .values(expires=expires)
+        )
+    conn.execute(update(_f).where(_f.c.id == file_id).values(kind=kind, expires=expires))
+    record_txn(
+        conn,
+        "file.move",
+        {
+            "id": file_id,
+            "account_id": account_id,
+            "kind": kind,
+            "expires": None if expires is None else expires.isoformat(),
+        },
+    )
+    return {**file, "kind": kind, "expires": expires}
 
 
 def expired_files_txn(conn: Connection, now: datetime.datetime, limit: int) -> list[str]:

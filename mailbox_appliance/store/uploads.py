@@ -89,6 +89,7 @@ class UploadStore:
 
     ``max_file_size``: the largest upload; ``station_capacity``: what one account may hold on
     the station (its station files plus the declared lengths of its unfinished uploads);
+    ``cloud_capacity``: what one account may keep in its cloud drive (files moved there);
     ``upload_expires``: seconds an unfinished upload lives after its last progress;
     ``station_expiry``: seconds a station file lives.  ``clock``: the current UTC datetime.
     """
@@ -101,6 +102,7 @@ class UploadStore:
         *,
         max_file_size: int,
         station_capacity: int,
+        cloud_capacity: int = 1024**3,
         upload_expires: float = 24 * 3600,
         station_expiry: float = 7 * 24 * 3600,
         clock: Callable[[], datetime.datetime] = _utcnow,
@@ -110,6 +112,7 @@ class UploadStore:
         self.blobs = blobs
         self.max_file_size = max_file_size
         self.station_capacity = station_capacity
+        self.cloud_capacity = cloud_capacity
         self.upload_expires = datetime.timedelta(seconds=upload_expires)
         self.station_expiry = datetime.timedelta(seconds=station_expiry)
         self.clock = clock

@@ -8,10 +8,13 @@ CORS headers: only our own page (or a client outside a browser) can use it.
 Routes (a file or share of another account is a 404, exactly like one that does not exist):
 
 * ``POST /api/login``, ``POST /api/logout``: the cookie session.
-* ``GET /api/me``: the address, the station's usage and capacity.
+* ``GET /api/me``: the address, the station's and the cloud drive's usage and capacity.
 * ``GET /api/files``: the account's files; ``POST /api/files`` with ``{sha256, size, name}``:
   the fast path, a new file of content the account already stores, at once (201) or 404.
 * ``GET /api/files/<id>``, ``DELETE /api/files/<id>`` (204).
+* ``PATCH /api/files/<id>`` (RFC 5789) with ``{"kind": "cloud"|"station"}``: move the file
+  into the cloud drive (kept until deleted) or back to the station (it expires again); 200
+  with the file, 413 when it does not fit there, 410 for a station file that has expired.
 * ``GET|HEAD /api/files/<id>/content``: the download, with ranges (web/download.py).
 * ``GET|POST /api/files/<id>/shares``: the file's share links; a new one (201).
 * ``DELETE /api/shares/<token>``: revoke a link (204).
@@ -34,7 +37,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from mailbox_appliance.errors import UploadTooLarge
+from mailbox_appliance.errors import UploadGone, UploadTooLarge
 from mailbox_appliance.store import transfers
 from mailbox_appliance.web import download, session
 from mailbox_appliance.web.auth import CrossOrigin, HTTPAuthenticator, Identity
@@ -284,7 +287,11 @@ class ApiResource(Resource):
             case ["files"]:
                 return {b"GET": self.list_files, b"POST": self.claim}, []
             case ["files", file_id] if TOKEN.match(file_id):
-                return {b"GET": self.get_file, b"DELETE": self.delete_file}, [file_id]
+                return {
+                    b"GET": self.get_file,
+                    b"PATCH": self.move_file,
+                    b"DELETE": self.delete_file,
+                }, [file_id]
             case ["files", file_id, "content"] if TOKEN.match(file_id):
                 return {b"GET": self.content, b"HEAD": self.content}, [file_id]
             case ["files", file_id, "shares"] if TOKEN.match(file_id):
@@ -302,13 +309,15 @@ class ApiResource(Resource):
         return file
 
     async def me(self, request: IRequest, who: Identity) -> None:
-        used = await self.store.station_usage(who.account_id)
+        station = await self.store.station_usage(who.account_id)
+        cloud = await self.store.cloud_usage(who.account_id)
         write_json(
             request,
             200,
             {
                 "address": who.address,
-                "station": {"used": used, "capacity": int(self.transfer.station_capacity)},
+                "station": {"used": station, "capacity": int(self.transfer.station_capacity)},
+                "cloud": {"used": cloud, "capacity": int(self.transfer.cloud_capacity)},
                 "max_file_size": int(self.transfer.max_file_size),
                 "share_expires_days": self.transfer.share_expires / 86400,
             },
@@ -344,6 +353,21 @@ class ApiResource(Resource):
             raise ApiError(404, "this account holds no such content: upload it")
         body = file_json(file, self.prefix(request))
         write_json(request, 201, body, {b"Location": body["url"].rsplit("/", 1)[0].encode()})
+
+    async def move_file(self, request: IRequest, who: Identity, file_id: str) -> None:
+        """Keep a file in the cloud drive, or put it back on the station to expire."""
+        kind = read_json(request).get("kind")
+        if not isinstance(kind, str) or kind not in transfers.KINDS:
+            raise ApiError(400, 'kind must be "cloud" or "station"')
+        try:
+            file = await self.store.move_file(file_id, who.account_id, kind)
+        except UploadTooLarge as error:
+            raise ApiError(413, str(error)) from None
+        except UploadGone as error:
+            raise ApiError(410, str(error)) from None
+        if file is None:
+            raise ApiError(404, "no such file")
+        write_json(request, 200, file_json(file, self.prefix(request)))
 
     async def delete_file(self, request: IRequest, who: Identity, file_id: str) -> None:
         await self._own_file(who, file_id)

@@ -1,5 +1,6 @@
 // The station's page: log in, upload with tus (resumable, even across reloads), list, share,
-// delete.  Plain browser JavaScript, no build step; tus-js-client is vendor/tus.min.js.
+// keep in the cloud drive (or move back to the station), delete.  Plain browser JavaScript, no
+// build step; tus-js-client is vendor/tus.min.js.
 //
 // Every request to /api/ and /files/ carries "X-Requested-With: station": the server takes it
 // as proof that a cookie-authenticated request comes from this page (see web/session.py).
@@ -14,7 +15,7 @@
   const SPEED_WINDOW_MS = 5000;
 
   const $ = (id) => document.getElementById(id);
-  let me = null;                // {address, used, capacity} while logged in
+  let me = null;                // /api/me's answer while logged in
   const active = new Set();     // upload entries on this page
 
   // -- formatting ------------------------------------------------------------------------
@@ -108,11 +109,15 @@
     await Promise.all([refreshFiles(), refreshUnfinished()]);
   }
 
-  // /api/me gives {address, used, capacity}, or {address, station: {used, capacity}}.
+  // /api/me gives {address, station: {used, capacity}, cloud: {used, capacity}}.
   function showUsage() {
-    const usage = me.station || me;
-    const capacity = usage.capacity ? " of " + formatBytes(usage.capacity) : "";
-    $("usage").textContent = formatBytes(usage.used || 0) + capacity + " used";
+    const parts = [["Station", me.station], ["Cloud drive", me.cloud]]
+      .filter(([, usage]) => usage)
+      .map(([label, usage]) => {
+        const capacity = usage.capacity ? " of " + formatBytes(usage.capacity) : "";
+        return label + ": " + formatBytes(usage.used || 0) + capacity + " used";
+      });
+    $("usage").textContent = parts.join(" · ");
   }
 
   async function refreshMe() {
@@ -183,9 +188,12 @@
     link.textContent = file.name;
     link.href = file.url;
     item.querySelector(".size").textContent = formatBytes(file.size);
+    item.dataset.kind = file.kind;
     const expires = toDate(file.expires);
     const expiry = item.querySelector(".expiry");
-    if (expires) {
+    if (file.kind === "cloud") {
+      expiry.textContent = "Kept in cloud drive";
+    } else if (expires) {
       const time = document.createElement("time");
       time.dateTime = expires.toISOString();
       time.textContent = formatDate(expires);
@@ -194,13 +202,39 @@
       expiry.textContent = "Kept until deleted";
     }
     const share = item.querySelector(".share");
+    const move = item.querySelector(".move");
     const del = item.querySelector(".delete");
     share.setAttribute("aria-label", "Copy a share link for " + file.name);
+    const toCloud = file.kind !== "cloud";
+    move.textContent = toCloud ? "Keep" : "Move to station";
+    move.setAttribute("aria-label", toCloud ? "Keep " + file.name + " in the cloud drive"
+                                            : "Move " + file.name + " to the station");
     del.setAttribute("aria-label", "Delete " + file.name);
     item.querySelector(".share-label").textContent = "Share link for " + file.name;
     share.addEventListener("click", () => shareFile(file, item, share));
+    move.addEventListener("click", () => moveFile(file, item, move, toCloud ? "cloud" : "station"));
     del.addEventListener("click", () => deleteFile(file, item, del));
     return item;
+  }
+
+  // Station files expire; the cloud drive keeps them until deleted (within its capacity).
+  async function moveFile(file, item, button, kind) {
+    button.disabled = true;
+    try {
+      const moved = await api("PATCH", "/api/files/" + encodeURIComponent(file.id), { kind });
+      const fresh = fileItem(moved);
+      item.replaceWith(fresh);
+      fresh.querySelector(".move").focus();  // where the pressed button was
+      const until = toDate(moved.expires);
+      const where = kind === "cloud" ? " is kept in the cloud drive"
+        : " is back on the station" + (until ? " until " + formatDate(until) : "");
+      notify(file.name + where + ".");
+      refreshMe().catch(() => {});
+    } catch (error) {
+      button.disabled = false;
+      const where = kind === "cloud" ? "the cloud drive" : "the station";
+      notify("Could not move " + file.name + " to " + where + ": " + error.message, true);
+    }
   }
 
   async function shareFile(file, item, button) {
