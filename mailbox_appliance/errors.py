@@ -1,5 +1,7 @@
 """Errors for things a user did wrong; each message is fit to show as is."""
 
+import errno
+
 
 class StoreError(Exception):
     """A request the store refuses; ``str(error)`` is one line for the user."""
@@ -108,3 +110,9 @@ class OffsetMismatch(UploadError):
 
 class ChecksumMismatch(UploadError):
     """The chunk does not match its Upload-Checksum; it was discarded (tus: 460)."""
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` says the data directory's disk (or its quota) is full: worth a
+    "try again later" answer (SMTP 452 4.3.1, HTTP 507) and a log line, not a traceback."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import smtplib
@@ -79,6 +80,29 @@ class _SMTPTestCase(TestCase):
 
 
 class MXTests(_SMTPTestCase):
+    @inlineCallbacks
+    def test_a_full_disk_is_452_and_no_message_is_kept(self):
+        from mailbox_appliance.store.blobwriter import BlobWriter
+
+        def full(writer, chunk):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(BlobWriter, "_write_thd", full)
+
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.mx, timeout=20) as client:
+                client.ehlo()
+                client.mail("sender@remote.test")
+                client.rcpt("alice@example.test")
+                return client.data(b"Subject: big\r\n\r\n" + b"x" * 1024 * 1024 + b"\r\n")
+
+        self.assertEqual(
+            (yield self.in_thread(send)),
+            (452, b"4.3.1 Insufficient system storage, try again later"),
+        )
+        self.assertEqual(self.flushLoggedErrors(OSError), [])
+        self.assertEqual((yield inbox(self.store, self.alice)), [])
+
     @inlineCallbacks
     def test_smtplib_delivers_to_a_local_account_with_trace_fields(self):
         def send():

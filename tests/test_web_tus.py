@@ -3,13 +3,14 @@ http.client clients run in threads against a Site listening on loopback."""
 
 import base64
 import datetime
+import errno
 import hashlib
 import http.client
 import socket
 
 from tusclient import client as tus_client
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
@@ -308,6 +309,24 @@ class CoreProtocolTests(StationTestCase):
         self.assertEqual(status, 500)
         self.assertNotIn(b"disk on fire", body)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    @deferred_test
+    async def test_a_full_disk_is_507_and_the_bytes_before_it_are_kept(self):
+        data = payload(3 * MiB, seed=8)
+        url = await self.create(len(data))
+
+        def full(writer, chunk):
+            if writer.position > MiB:
+                return fail(OSError(errno.ENOSPC, "No space left on device"))
+            return None
+
+        self.backend.write_hook = full
+        status, _, body = await self.patch(url, 0, data)
+        self.assertEqual(status, 507)
+        self.assertIn(b"out of storage space", body)
+        self.assertEqual(self.flushLoggedErrors(OSError), [])  # a log line, not a traceback
+        _, headers, _ = await self.head(url)
+        self.assertGreater(int(headers["upload-offset"]), 0)
 
     @deferred_test
     async def test_get_downloads_a_finished_upload_with_its_sha256_etag(self):

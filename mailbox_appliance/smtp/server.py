@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from mailbox_appliance import sasl
 from mailbox_appliance.addresses import normalize_address, split_address
-from mailbox_appliance.errors import InvalidAddress
+from mailbox_appliance.errors import InvalidAddress, disk_full
 from mailbox_appliance.interfaces import IAccount
 from mailbox_appliance.mime.scanner import MimeScanner
 from mailbox_appliance.netutil import no_delay
@@ -186,6 +186,11 @@ class SMTPServer(LineReceiver, TimeoutMixin):
         d.addBoth(lambda _: self.release("busy"))
 
     def _internal_error(self, failure):
+        if disk_full(failure.value):
+            # RFC 5321 §4.2.2 452, RFC 3463 X.3.1: the client keeps the message and retries.
+            log.error("SMTP: the data directory's disk is full ({e})", e=failure.value)
+            self.reply(452, "4.3.1", "Insufficient system storage, try again later")
+            return
         log.failure("SMTP session with {ip} failed", failure, ip=self.peer_ip)
         self.reply(451, "4.3.0", "Temporary local problem, try again later")
 

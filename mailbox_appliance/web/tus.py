@@ -31,6 +31,7 @@ from mailbox_appliance.errors import (
     UploadError,
     UploadGone,
     UploadTooLarge,
+    disk_full,
 )
 from mailbox_appliance.interfaces import IUploadBackend, UploadInfo
 from mailbox_appliance.web.request import OFFSET_OCTET_STREAM
@@ -248,8 +249,7 @@ class TusResource(Resource):
         except UploadError as error:
             reply = map_upload_error(error, effective_method(request)).reply()
         except Exception:
-            log.failure("tus {method!r} {uri!r}", method=request.method, uri=request.uri)
-            reply = Reply(500, {}, b"internal error\n")
+            reply = server_error(Failure(), f"tus {request.method!r} {request.uri!r}").reply()
         if reply is not None:
             self.send(request, reply)
 
@@ -506,8 +506,7 @@ class UploadBody:
         if isinstance(error, UploadError):
             self._failed = map_upload_error(error, self.method)
         else:
-            log.failure("writing upload bytes", failure)
-            self._failed = TusError(500, "internal error")
+            self._failed = server_error(failure, "writing upload bytes")
 
     def _opened_now(self) -> None:
         self._opened = True
@@ -519,8 +518,8 @@ class UploadBody:
         try:
             return await self._upload()
         except Exception:
-            log.failure("tus upload body")
-            return None if self._lost else Reply(500, {}, b"internal error\n")
+            error = server_error(Failure(), "tus upload body")
+            return None if self._lost else error.reply()
 
     async def _upload(self) -> Reply | None:
         created: UploadInfo | None = None
@@ -612,7 +611,17 @@ def _as_tus_error(error: BaseException, method: bytes) -> TusError:
         return error
     if isinstance(error, UploadError):
         return map_upload_error(error, method)
-    log.failure("tus upload", Failure(error))
+    return server_error(Failure(error), "tus upload")
+
+
+def server_error(failure: Failure, what: str) -> TusError:
+    """Our own failure, logged: 507 Insufficient Storage (RFC 4918 §11.5) when the disk is
+    full, which the client may retry later from the offset HEAD reports; else 500."""
+    error = failure.value
+    if disk_full(error):
+        log.error("{what}: the data directory's disk is full ({error})", what=what, error=error)
+        return TusError(507, "the server is out of storage space; try again later")
+    log.failure(what, failure)
     return TusError(500, "internal error")
 
 
