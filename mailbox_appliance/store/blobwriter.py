@@ -78,14 +78,21 @@ class BlobWriter:
     def write(self, data: bytes) -> None:
         if self._done:
             raise RuntimeError("write after finish() or abort()")
+        if len(data) >= CHUNK_SIZE:
+            # A large piece goes to the blob thread as it is, not copied twice on the reactor.
+            self._flush()
+            self._hand_off(bytes(data))
+            return
         self._buffer += data
         if len(self._buffer) >= CHUNK_SIZE:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._buffer:
-            return
-        chunk, self._buffer = bytes(self._buffer), bytearray()
+        if self._buffer:
+            chunk, self._buffer = bytes(self._buffer), bytearray()
+            self._hand_off(chunk)
+
+    def _hand_off(self, chunk: bytes) -> None:
         self._size += len(chunk)
         self._waiting += len(chunk)
         self._tail.addCallback(lambda _: self._store._in_thread(self._write_thd, chunk))

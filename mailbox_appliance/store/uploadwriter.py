@@ -91,11 +91,17 @@ class UploadWriter:
         over = len(data) > room
         if over:
             data = data[:room]
-        self._buffer += data
         self._received += len(data)
         self._pending += len(data)
-        if len(self._buffer) >= CHUNK_SIZE:
+        if len(data) >= CHUNK_SIZE:
+            # A large piece (a socket read) goes to the disk thread as it is: gathering it
+            # first would copy every byte twice, in the reactor thread, holding the GIL.
             self._flush()
+            self._hand_off(bytes(data))
+        else:
+            self._buffer += data
+            if len(self._buffer) >= CHUNK_SIZE:
+                self._flush()
         if over:
             return fail(UploadTooLarge(f"more bytes than the upload's length ({self._limit})"))
         if self._pending > HIGH_WATER:
@@ -105,9 +111,11 @@ class UploadWriter:
         return None
 
     def _flush(self) -> None:
-        if not self._buffer:
-            return
-        chunk, self._buffer = bytes(self._buffer), bytearray()
+        if self._buffer:
+            chunk, self._buffer = bytes(self._buffer), bytearray()
+            self._hand_off(chunk)
+
+    def _hand_off(self, chunk: bytes) -> None:
         self._tail.addCallback(lambda _: self._uploads.blobs.run(self._write_thd, chunk))
         self._tail.addBoth(self._chunk_written, len(chunk))
 
