@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import os
 import random
+import sys
 
 from sqlalchemy import select
 from twisted.internet import reactor
@@ -26,7 +27,7 @@ from mailbox_appliance.errors import (
     UploadTooLarge,
 )
 from mailbox_appliance.interfaces import IUploadBackend, IUploadWriter
-from mailbox_appliance.store import schema, transfers
+from mailbox_appliance.store import schema, transfers, uploadwriter, writeback
 from mailbox_appliance.store.uploads import UploadStore
 from mailbox_appliance.store.uploadwriter import HIGH_WATER
 from tests.support.databases import PostgreSQLMixin, SQLiteMixin
@@ -685,6 +686,30 @@ class _UploadTests:
 
 class SQLiteUploadTests(SQLiteMixin, _UploadTests, TestCase):
     @inlineCallbacks
+    def test_writeback_of_a_patch_starts_before_its_fsync_range_by_range(self):
+        """Every WRITEBACK_EVERY bytes the blob thread asks the kernel to start writing the
+        range just written (store/writeback.py), so the PATCH's fsync finds little to do."""
+        asked = []
+        real = uploadwriter.start_writeback
+
+        def recording(fd, offset, length):
+            asked.append((offset, length))
+            return real(fd, offset, length)
+
+        self.patch(uploadwriter, "start_writeback", recording)
+        data = _content(3 * uploadwriter.WRITEBACK_EVERY + 12345, seed=31)
+        info = yield self.uploads.create(self.alice, 2 * len(data), {})
+        yield self._patch(info.id, 0, data, end="keep")
+        yield self._patch(info.id, len(data), data)
+        for start in (0, len(data)):  # each PATCH: ranges one after another from its start
+            ranges = [r for r in asked if start <= r[0] < start + len(data)]
+            self.assertEqual(len(ranges), 2)  # at 8 and 16 MiB; the rest is the fsync's
+            self.assertEqual(ranges[0][0], start)
+            self.assertEqual(ranges[1][0], sum(ranges[0]))
+            for _, length in ranges:
+                self.assertGreaterEqual(length, uploadwriter.WRITEBACK_EVERY)
+
+    @inlineCallbacks
     def test_a_512_mib_upload_keeps_memory_flat(self):
         """The writer never holds the content: RSS grows by far less than the upload."""
         self.uploads = yield self._uploads(max_file_size=600 * MiB, station_capacity=600 * MiB)
@@ -724,3 +749,14 @@ class TokenTests(TestCase):
         self.assertEqual(len(tokens), 2000)
         for token in tokens:
             self.assertRegex(token, r"\A[a-z2-7]{32}\Z")
+
+
+class WritebackTests(TestCase):
+    def test_start_writeback_asks_linux_and_is_harmless_elsewhere(self):
+        path = self.mktemp()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        self.addCleanup(os.close, fd)
+        os.write(fd, b"x" * 65536)
+        expected = sys.platform.startswith("linux")
+        self.assertEqual(writeback.start_writeback(fd, 0, 65536), expected)
+        self.assertFalse(writeback.start_writeback(fd, 0, 0))

@@ -18,6 +18,7 @@ from zope.interface import implementer
 from mailbox_appliance.errors import ChecksumMismatch, UploadTooLarge
 from mailbox_appliance.interfaces import IUploadWriter, UploadInfo
 from mailbox_appliance.store.blobs import _fsync_dir
+from mailbox_appliance.store.writeback import start_writeback
 
 if TYPE_CHECKING:
     from mailbox_appliance.store.uploads import UploadStore
@@ -31,6 +32,8 @@ log = Logger()
 CHUNK_SIZE = 256 * 1024
 #: ``write`` returns a Deferred while more than this waits for the disk (back-pressure).
 HIGH_WATER = 2 * 1024 * 1024
+#: Bytes written between requests to start their writeback (store/writeback.py).
+WRITEBACK_EVERY = 8 * 1024 * 1024
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -72,6 +75,8 @@ class UploadWriter:
         self._received = 0
         self._buffer = bytearray()
         self._pending = 0  # bytes received and not yet on disk
+        self._written = self._start  # file offset reached by the blob thread
+        self._written_back = self._start  # writeback asked for up to here
         self._tail: Deferred = succeed(None)
         self._error: Failure | None = None
         self._waiter: Deferred | None = None
@@ -138,6 +143,10 @@ class UploadWriter:
         if self._hasher is not None:
             self._hasher.update(chunk)
         write_all(self._fd, chunk)
+        self._written += len(chunk)
+        if self._written - self._written_back >= WRITEBACK_EVERY:
+            start_writeback(self._fd, self._written_back, self._written - self._written_back)
+            self._written_back = self._written
 
     def finish(self) -> Deferred[UploadInfo]:
         return self._end(verify=True)
