@@ -36,7 +36,7 @@ def add_parsers(commands) -> None:
     files.add_parser("list", help="an account's files").add_argument("address")
     share = files.add_parser("share", help="make a download link to one file")
     share.add_argument("address")
-    share.add_argument("id", help="the file's id, as 'files list' shows it")
+    share.add_argument("id", help="the file's id ('files list'), or its upload URL's last segment")
     share.add_argument(
         "--expires", type=_days, metavar="DAYS", help="days the link works (default: "
         "transfer.share_expires; never past the file's own expiry)"
@@ -50,7 +50,7 @@ def add_parsers(commands) -> None:
     files.add_parser("revoke", help="stop a share link").add_argument("link", metavar="URL|TOKEN")
     move = files.add_parser("move", help="move a file to the cloud drive or to the station")
     move.add_argument("address")
-    move.add_argument("id", help="the file's id, as 'files list' shows it")
+    move.add_argument("id", help="the file's id ('files list'), or its upload URL's last segment")
     move.add_argument(
         "kind", choices=["cloud", "station"], help="cloud: kept until deleted; station: expires"
     )
@@ -139,7 +139,7 @@ async def files_command(
 async def _share(store, args, out, config: Config, passwords, read_password) -> None:
     account = await store.account(args.address)
     address = normalize_address(args.address)
-    file = await store.file(args.id, account["id"])
+    file = await store.file_or_upload(args.id, account["id"])
     if file is None:  # absent, or another account's: the same answer, no hint which
         raise FilesError(f"{address} has no file {args.id}")
     try:  # before anything is written: a config problem stops here
@@ -174,7 +174,7 @@ async def _move(store, args, out) -> None:
     account = await store.account(args.address)
     missing = FilesError(f"{normalize_address(args.address)} has no file {args.id}")
     where = "the cloud drive" if args.kind == "cloud" else "the station"
-    file = await store.file(args.id, account["id"])
+    file = await store.file_or_upload(args.id, account["id"])
     if file is None:  # absent, or another account's: the same answer, no hint which
         raise missing
     if file["kind"] == args.kind:

@@ -131,6 +131,22 @@ class FilesCommandTests(_CLITestCase):
         )
         return row
 
+    def test_share_takes_the_upload_urls_last_segment_too(self):
+        upload = "u" * 32
+        for owner in (self.alice, self.bob):  # bob's upload of the same id is not alice's
+            self.execute(
+                'INSERT INTO uploads (id, account_id, length, "offset", metadata, created,'
+                " expires, partial, final, sha256, file_id)"
+                " VALUES (?, ?, 3, 3, '{}', '2026-11-28 10:00:00', NULL, 0, 0, ?, ?)",
+                upload if owner == self.alice else "v" * 32,
+                owner,
+                "report".ljust(64, "0") if owner == self.alice else "bobs".ljust(64, "0"),
+                "report" if owner == self.alice else "bobs",
+            )
+        url = self.ok("files", "share", "alice@example.org", upload).splitlines()[0]
+        self.assertEqual(self.share_row(url.rsplit("/", 1)[1])[0], "report")
+        self.assertIn("has no file", self.fails("files", "share", "alice@example.org", "v" * 32))
+
     def test_list_shows_each_file_of_the_account_only(self):
         self.assertEqual(
             self.ok("files", "list", "Alice@Example.org"),

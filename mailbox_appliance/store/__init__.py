@@ -444,6 +444,16 @@ class Store:
         """A file by id (only if it is ``account_id``'s, when given); None if absent."""
         return self._read(transfers.file_txn, file_id, account_id)
 
+    def file_or_upload(self, file_or_upload_id: str, account_id: int) -> Deferred[dict | None]:
+        """The account's file with this id, or the file its upload with this id became."""
+
+        def _txn(conn):
+            return transfers.file_txn(
+                conn, file_or_upload_id, account_id
+            ) or transfers.file_of_upload_txn(conn, file_or_upload_id, account_id)
+
+        return self._read(_txn)
+
     def delete_file(self, file_id: str) -> Deferred[bool]:
         """Delete a file with its share links; its blob goes to garbage collection."""
         return self._write(transfers.delete_file_txn, file_id)

@@ -311,6 +311,15 @@ def file_txn(
     return None if row is None else _file(row)
 
 
+def file_of_upload_txn(conn: Connection, upload_id: str, account_id: int) -> dict[str, Any] | None:
+    """The file a finished upload of the account's became (the upload URL's last segment
+    names it for ``files share``); None if there is none."""
+    file_id = conn.execute(
+        select(_u.c.file_id).where(_u.c.id == upload_id, _u.c.account_id == account_id)
+    ).scalar()
+    return None if file_id is None else file_txn(conn, file_id, account_id)
+
+
 def account_file_with_blob_txn(
     conn: Connection, account_id: int, sha256: str, size: int
 ) -> dict[str, Any] | None:
