@@ -41,6 +41,7 @@ from mailbox_appliance.errors import UploadGone, UploadTooLarge
 from mailbox_appliance.store import transfers
 from mailbox_appliance.web import download, session
 from mailbox_appliance.web.auth import CrossOrigin, HTTPAuthenticator, Identity
+from mailbox_appliance.web.urls import host_url
 
 log = Logger()
 
@@ -52,7 +53,6 @@ MAX_PASSWORD = 1024
 
 TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
-_HOST = re.compile(rb"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
 
 class ApiError(Exception):
@@ -74,16 +74,6 @@ def iso(moment: datetime.datetime | None) -> str | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
     return moment.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
-
-
-def host_url(request: IRequest) -> str:
-    """scheme://host[:port] as the client addressed us (a Host that is not one is ignored)."""
-    scheme = "https" if request.isSecure() else "http"
-    host = (request.getHeader(b"host") or b"").strip()
-    if not host or not _HOST.match(host):
-        address = request.getHost()
-        host = b"%s:%d" % (getattr(address, "host", "localhost").encode(), address.port)
-    return f"{scheme}://{host.decode('ascii')}"
 
 
 def share_url(request: IRequest, public_url: str | None, token: str) -> str:
