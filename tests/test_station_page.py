@@ -1,11 +1,12 @@
 """The station's page (web/page.py, web/static/) served by the real appliance on loopback:
 how its files are served, then a real browser (headless Chromium, tests/support/browser.py)
-logging in, uploading with tus-js-client, pausing, resuming after a reload, sharing, keeping
-in the cloud drive and deleting."""
+logging in, uploading with tus-js-client, pausing, resuming after a reload, sharing (with link
+options, the list of links and revoking), keeping in the cloud drive and deleting."""
 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import os
@@ -164,6 +165,73 @@ def share(page, name: str) -> tuple[dict, str, str]:
     page.wait_for_function("f => f.value !== ''", arg=field.element_handle())
     status = page.locator(f'#files li[data-name="{name}"] .share-status')
     return answer.value.json(), field.input_value(), status.text_content()
+
+
+def file_item(page, name: str):
+    return page.locator(f'#files li[data-name="{name}"]')
+
+
+def open_links(page, name: str) -> str:
+    """Open the share box of ``name`` with its "Links" button and wait for its links to be
+    loaded; the button's aria-expanded."""
+    button = page.get_by_role("button", name=f"Links to {name}")
+    button.click()  # the click handler marks the list busy until the API answers
+    file_item(page, name).locator(".links:not([aria-busy])").wait_for(state="attached")
+    return button.get_attribute("aria-expanded")
+
+
+def close_links(page, name: str) -> None:
+    page.get_by_role("button", name=f"Links to {name}").click()
+    file_item(page, name).locator(".share-box").wait_for(state="hidden")
+
+
+def link_form(page, name: str) -> dict:
+    """The labelled fields of the link options of ``name`` (its share box and the options
+    opened first)."""
+    item = file_item(page, name)
+    if item.locator(".share-box").is_hidden():
+        open_links(page, name)
+    if not item.locator("details.share-options").evaluate("d => d.open"):
+        page.get_by_label(f"Link options for {name}").click()
+    return {
+        "days": page.get_by_label(f"Link to {name} expires after (days)"),
+        "password": page.get_by_label(f"Password for the link to {name} (optional)"),
+        "limit": page.get_by_label(f"Download limit for the link to {name} (optional)"),
+    }
+
+
+def create_link(page, name: str, **values) -> tuple[int, dict]:
+    """Fill the link options of ``name`` (``days``, ``password``, ``limit``: text to type) and
+    press "Create link"; the API's status and JSON answer."""
+    fields = link_form(page, name)
+    for key, value in values.items():
+        fields[key].fill(value)
+    with page.expect_response(
+        lambda r: r.url.endswith("/shares") and r.request.method == "POST"
+    ) as answer:
+        page.get_by_role("button", name=f"Create link for {name}").click()
+    return answer.value.status, answer.value.json()
+
+
+def link_row(page, name: str, token: str, state: str) -> dict:
+    """The row of the link ``token`` in the list of ``name`` once it shows ``state``."""
+    row = file_item(page, name).locator(f'.links li[data-token="{token}"][data-state="{state}"]')
+    row.wait_for()
+    return {
+        "name": row.locator(".link-name").text_content(),
+        "state": row.locator(".link-state").text_content(),
+        "detail": row.locator(".link-detail").text_content(),
+        "revoke": row.locator(".revoke").is_visible(),
+    }
+
+
+def wait_notice(page, start: str) -> tuple[str, bool]:
+    """The notice once it starts with ``start``, and whether it shows as an error."""
+    page.wait_for_function(
+        "start => document.getElementById('notice').textContent.startsWith(start)", arg=start
+    )
+    notice = page.locator("#notice")
+    return notice.text_content(), "is-error" in (notice.get_attribute("class") or "")
 
 
 def move(page, name: str, button: str, kind: str) -> dict:
@@ -404,3 +472,158 @@ class StationPageTests(TestCase):
         self.assertIsNotNone(stored["expires"])
         usage = yield self.run_page(wait_usage, "Station: 4.0 MiB")
         self.assertTrue(usage.endswith("Cloud drive: 0 B of 3.0 MiB used"), usage)
+
+    @inlineCallbacks
+    def upload_small(self, name: str) -> dict:
+        """Log in, upload a small file from the page; the stored file, with its content's
+        SHA-256."""
+        path = os.path.join(self.directory, name)
+        digest = write_random(path, 256 * 1024)
+        yield self.run_page(log_in, self.base, ALICE, PASSWORD)
+        yield self.run_page(upload, path)
+        yield self.run_page(wait_listed, name)
+        (stored,) = yield self.appliance.store.list_files(self.alice)
+        self.assertEqual(stored["blob_sha256"], digest)
+        return stored
+
+    def api_shares(self, file_id: str):
+        """The file's links as ``GET /api/files/ID/shares`` gives them (HTTP Basic)."""
+        basic = base64.b64encode(f"{ALICE}:{PASSWORD}".encode()).decode()
+        d = fetch(f"{self.base}api/files/{file_id}/shares", {"Authorization": "Basic " + basic})
+        return d.addCallback(lambda answer: (answer[0], json.loads(answer[2])))
+
+    @inlineCallbacks
+    def test_a_link_with_options_is_listed_and_revoked_from_the_page(self):
+        name, secret = "notes.bin", "open sesame 7"
+        stored = yield self.upload_small(name)
+        expanded = yield self.run_page(open_links, name)
+        self.assertEqual(expanded, "true")
+        empty = yield self.run_page(
+            lambda page: file_item(page, name).locator(".links-empty").text_content()
+        )
+        self.assertEqual(empty, "No links yet.")
+        default = yield self.run_page(lambda page: link_form(page, name)["days"].input_value())
+        self.assertEqual(default, "30")  # /api/me's share_expires_days
+
+        status, answer = yield self.run_page(
+            create_link, name, days="2", password=secret, limit="3"
+        )
+        self.assertEqual(status, 201, answer)
+        token = answer["token"]
+        self.assertEqual(
+            (answer["password"], answer["max_downloads"], answer["downloads"], answer["state"]),
+            (True, 3, 0, "active"),
+        )
+        # Shown and copied like a quick link; the form is back to the defaults (the password
+        # is not kept around).
+        link, message, form = yield self.run_page(
+            lambda page: (
+                page.get_by_role("textbox", name=f"Share link for {name}").input_value(),
+                file_item(page, name).locator(".share-status").text_content(),
+                {k: f.input_value() for k, f in link_form(page, name).items()},
+            )
+        )
+        self.assertEqual(link, urllib.parse.urljoin(self.base, answer["url"]))
+        self.assertTrue(
+            message.startswith(("Link copied.", "Copy the link from the field.")), message
+        )
+        self.assertIn("It asks for its password. It allows 3 downloads.", message)
+        self.assertEqual(form, {"days": "30", "password": "", "limit": ""})
+
+        # The store: hashed password, the limit, two days (well within the file's 30).
+        (row,) = yield self.appliance.store.shares(stored["id"])
+        self.assertEqual((row["token"], row["max_downloads"], row["downloads"]), (token, 3, 0))
+        self.assertFalse(row["revoked"])
+        self.assertIsNotNone(row["password_hash"])
+        self.assertNotIn(secret, row["password_hash"])
+        ok, _ = yield self.appliance.passwords.verify(row["password_hash"], secret)
+        self.assertTrue(ok)
+        lifetime = row["expires"] - row["created"]
+        self.assertLess(abs(lifetime - datetime.timedelta(days=2)), datetime.timedelta(minutes=1))
+        status, listed = yield self.api_shares(stored["id"])
+        self.assertEqual(status, 200)
+        (api_link,) = listed["shares"]
+        self.assertEqual(
+            {k: api_link[k] for k in ("token", "password", "max_downloads", "state")},
+            {"token": token, "password": True, "max_downloads": 3, "state": "active"},
+        )
+
+        shown = yield self.run_page(link_row, name, token, "active")
+        self.assertTrue(shown["name"].startswith("Link 1 · made "), shown)
+        self.assertEqual(shown["state"], "Active")
+        self.assertTrue(shown["detail"].startswith("Expires "), shown)
+        self.assertTrue(shown["detail"].endswith(" · 0 of 3 downloads · Password-protected"))
+        self.assertTrue(shown["revoke"])
+
+        # A download through the link counts; the list is loaded again when the box opens.
+        download = f"{self.base}s/{token}/download?password={urllib.parse.quote(secret)}"
+        status, _, body = yield fetch(download)
+        self.assertEqual((status, hashlib.sha256(body).hexdigest()), (200, stored["blob_sha256"]))
+        yield self.run_page(close_links, name)
+        yield self.run_page(open_links, name)
+        shown = yield self.run_page(link_row, name, token, "active")
+        self.assertTrue(shown["detail"].endswith(" · 1 of 3 downloads · Password-protected"))
+
+        def revoke(page):
+            page.get_by_role("button", name=f"Revoke link 1 to {name}").click()
+            row = link_row(page, name, token, "revoked")
+            focused = page.evaluate("() => document.activeElement.dataset.token")
+            field = file_item(page, name).locator(".share-result")
+            return row, focused, wait_notice(page, "Link 1"), field.is_hidden()
+
+        shown, focused, notice, field_hidden = yield self.run_page(revoke)
+        self.assertEqual(shown["state"], "Revoked")
+        self.assertFalse(shown["revoke"])  # no button on a link that is no longer active
+        self.assertEqual(focused, token)  # focus stays where the pressed button was
+        self.assertEqual(notice, (f"Link 1 to {name} revoked: it no longer works.", False))
+        self.assertTrue(field_hidden)  # the revoked link is no longer offered for copying
+
+        (row,) = yield self.appliance.store.shares(stored["id"])
+        self.assertTrue(row["revoked"])
+        _, listed = yield self.api_shares(stored["id"])
+        self.assertEqual([s["state"] for s in listed["shares"]], ["revoked"])
+        for url in (download, f"{self.base}s/{token}/download", f"{self.base}s/{token}"):
+            status, _, _ = yield fetch(url)
+            self.assertEqual(status, 404, url)
+
+    @inlineCallbacks
+    def test_link_options_the_api_refuses_are_explained_and_copy_link_keeps_the_defaults(self):
+        name = "draft.bin"
+        stored = yield self.upload_small(name)
+
+        status, answer = yield self.run_page(create_link, name, days="0")
+        self.assertEqual(status, 400, answer)
+        notice = yield self.run_page(wait_notice, "Could not make a link")
+        self.assertEqual(
+            notice,
+            (
+                f"Could not make a link for {name}: expires_days must be a number above 0, at most"
+                " 3650",
+                True,
+            ),
+        )
+        status, answer = yield self.run_page(create_link, name, days="1", limit="0")
+        self.assertEqual(status, 400, answer)
+        notice = yield self.run_page(wait_notice, "Could not make a link")
+        self.assertEqual(
+            notice,
+            (
+                f"Could not make a link for {name}: max_downloads must be a whole number of at"
+                " least 1",
+                True,
+            ),
+        )
+        self.assertEqual((yield self.appliance.store.shares(stored["id"])), [])
+
+        # The quick "Copy link" still makes a link with the defaults, listed in the open box.
+        answer, link, message = yield self.run_page(share, name)
+        self.assertEqual(link, urllib.parse.urljoin(self.base, answer["url"]))
+        self.assertEqual((answer["password"], answer["max_downloads"]), (False, None))
+        shown = yield self.run_page(link_row, name, answer["token"], "active")
+        self.assertTrue(shown["detail"].endswith(" · 0 downloads, no limit · No password"), shown)
+        notice = yield self.run_page(lambda page: page.locator("#notice").text_content())
+        self.assertEqual(notice, "")  # the refusal no longer shows
+        (row,) = yield self.appliance.store.shares(stored["id"])
+        self.assertIsNone(row["password_hash"])
+        lifetime = row["expires"] - row["created"]
+        self.assertLess(abs(lifetime - datetime.timedelta(days=30)), datetime.timedelta(minutes=1))

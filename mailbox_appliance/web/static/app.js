@@ -1,6 +1,7 @@
-// The station's page: log in, upload with tus (resumable, even across reloads), list, share,
-// keep in the cloud drive (or move back to the station), delete.  Plain browser JavaScript, no
-// build step; tus-js-client is vendor/tus.min.js.
+// The station's page: log in, upload with tus (resumable, even across reloads), list, share
+// (links with options, listed and revoked), keep in the cloud drive (or move back to the
+// station), delete.  Plain browser JavaScript, no build step; tus-js-client is
+// vendor/tus.min.js.
 //
 // Every request to /api/ and /files/ carries "X-Requested-With: station": the server takes it
 // as proof that a cookie-authenticated request comes from this page (see web/session.py).
@@ -47,6 +48,13 @@
 
   function formatDate(date) {
     return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  }
+
+  function timeElement(date) {
+    const time = document.createElement("time");
+    time.dateTime = date.toISOString();
+    time.textContent = formatDate(date);
+    return time;
   }
 
   function notify(message, isError = false) {
@@ -194,24 +202,28 @@
     if (file.kind === "cloud") {
       expiry.textContent = "Kept in cloud drive";
     } else if (expires) {
-      const time = document.createElement("time");
-      time.dateTime = expires.toISOString();
-      time.textContent = formatDate(expires);
-      expiry.append("Expires ", time);
+      expiry.append("Expires ", timeElement(expires));
     } else {
       expiry.textContent = "Kept until deleted";
     }
     const share = item.querySelector(".share");
+    const toggle = item.querySelector(".links-toggle");
     const move = item.querySelector(".move");
     const del = item.querySelector(".delete");
     share.setAttribute("aria-label", "Copy a share link for " + file.name);
+    toggle.setAttribute("aria-label", "Links to " + file.name);
     const toCloud = file.kind !== "cloud";
     move.textContent = toCloud ? "Keep" : "Move to station";
     move.setAttribute("aria-label", toCloud ? "Keep " + file.name + " in the cloud drive"
                                             : "Move " + file.name + " to the station");
     del.setAttribute("aria-label", "Delete " + file.name);
     item.querySelector(".share-label").textContent = "Share link for " + file.name;
+    setUpShareBox(file, item);
     share.addEventListener("click", () => shareFile(file, item, share));
+    toggle.addEventListener("click", () => {
+      if (item.querySelector(".share-box").hidden) openShareBox(file, item);
+      else closeShareBox(item);
+    });
     move.addEventListener("click", () => moveFile(file, item, move, toCloud ? "cloud" : "station"));
     del.addEventListener("click", () => deleteFile(file, item, del));
     return item;
@@ -237,32 +249,232 @@
     }
   }
 
-  async function shareFile(file, item, button) {
-    button.disabled = true;
+  // -- share links -----------------------------------------------------------------------
+  //
+  // Each file has a share box (opened by "Links", or by making a link): the last link made
+  // with its URL field, "Link options" (a <details> form for a link with a lifetime, a
+  // password or a download limit) and the file's links, each active one with "Revoke".
+
+  function sharesPath(file) {
+    return "/api/files/" + encodeURIComponent(file.id) + "/shares";
+  }
+
+  // Names, ids and the options form of a new file item's share box.
+  function setUpShareBox(file, item) {
     const box = item.querySelector(".share-box");
+    box.id = "share-box-" + file.id;
+    item.querySelector(".links-toggle").setAttribute("aria-controls", box.id);
+    item.querySelector(".links").setAttribute("aria-label", "Existing links to " + file.name);
+    const form = item.querySelector(".share-form");
+    const fields = {
+      days: form.querySelector(".share-days"),
+      password: form.querySelector(".share-password"),
+      limit: form.querySelector(".share-limit"),
+    };
+    const create = form.querySelector(".share-create");
+    item.querySelector(".share-options summary")
+      .setAttribute("aria-label", "Link options for " + file.name);
+    fields.days.setAttribute("aria-label", "Link to " + file.name + " expires after (days)");
+    fields.password.setAttribute("aria-label",
+                                 "Password for the link to " + file.name + " (optional)");
+    fields.limit.setAttribute("aria-label",
+                              "Download limit for the link to " + file.name + " (optional)");
+    create.setAttribute("aria-label", "Create link for " + file.name);
+    resetLinkOptions(fields);
+    // A link never outlives its file: the API shortens it to the file's expiry.
+    const hint = form.querySelector(".share-hint");
+    const until = toDate(file.expires);
+    hint.id = "share-hint-" + file.id;
+    hint.hidden = !until;
+    if (until) {
+      hint.append("A link stops working when the file expires, ", timeElement(until),
+                  ", at the latest.");
+      fields.days.setAttribute("aria-describedby", hint.id);
+    }
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const options = linkOptions(file, fields);
+      if (options === null) return;
+      const share = await shareFile(file, item, create, options);
+      if (share) resetLinkOptions(fields);  // the password is not kept around
+    });
+  }
+
+  // The options of a link made without any: the default lifetime (/api/me), no password and
+  // no download limit.
+  function resetLinkOptions(fields) {
+    const days = me ? me.share_expires_days : null;
+    fields.days.value = Number.isFinite(days) ? String(days) : "";
+    fields.password.value = "";
+    fields.limit.value = "";
+  }
+
+  // The options form as the API's body: empty optional fields are left out (an empty lifetime
+  // is the default one).  The API checks the values and says what is wrong with them; a field
+  // that holds no number at all is refused here (null, and the notice says why).
+  function linkOptions(file, fields) {
+    const options = {};
+    const numbers = [[fields.days, "expires_days", "the number of days"],
+                     [fields.limit, "max_downloads", "the download limit"]];
+    for (const [field, key, what] of numbers) {
+      if (field.validity.badInput) {
+        notify("Could not make a link for " + file.name + ": " + what + " is not a number.",
+               true);
+        field.focus();
+        return null;
+      }
+      if (field.value !== "") options[key] = field.valueAsNumber;
+    }
+    if (fields.password.value !== "") options.password = fields.password.value;
+    return options;
+  }
+
+  function openShareBox(file, item) {
+    item.querySelector(".share-box").hidden = false;
+    item.querySelector(".links-toggle").setAttribute("aria-expanded", "true");
+    return loadLinks(file, item);
+  }
+
+  function closeShareBox(item) {
+    item.querySelector(".share-box").hidden = true;
+    item.querySelector(".links-toggle").setAttribute("aria-expanded", "false");
+  }
+
+  // A new link: none of the options (the quick "Copy link": the API's defaults) or those of
+  // the options form.  Shown in the share box and copied; the list of links is loaded again.
+  // Fires with the link, or null when it was refused (the notice says why).
+  async function shareFile(file, item, button, options = {}) {
+    button.disabled = true;
+    const result = item.querySelector(".share-result");
     const field = item.querySelector(".share-url");
     const status = item.querySelector(".share-status");
     try {
-      const share = await api("POST", "/api/files/" + encodeURIComponent(file.id) + "/shares", {});
+      const share = await api("POST", sharesPath(file), options);
       const url = new URL(share.url, location.href).href;
       field.value = url;
-      box.hidden = false;
+      result.dataset.token = share.token;
+      result.hidden = false;
+      openShareBox(file, item);
+      const refusal = "Could not make a link for " + file.name + ":";
+      if ($("notice").textContent.startsWith(refusal)) notify("");  // an earlier try's
       const until = toDate(share.expires);
-      const validity = until ? " It works until " + formatDate(until) + "." : "";
+      let about = until ? " It works until " + formatDate(until) + "." : "";
+      if (share.password) about += " It asks for its password.";
+      if (share.max_downloads) {
+        about += " It allows " + share.max_downloads
+          + (share.max_downloads === 1 ? " download." : " downloads.");
+      }
       try {
         await navigator.clipboard.writeText(url);
-        status.textContent = "Link copied." + validity;
+        status.textContent = "Link copied." + about;
       } catch (error) {
         // No clipboard (plain http from afar, or refused): the field is there to copy from.
         field.focus();
         field.select();
-        status.textContent = "Copy the link from the field." + validity;
+        status.textContent = "Copy the link from the field." + about;
       }
+      return share;
     } catch (error) {
       notify("Could not make a link for " + file.name + ": " + error.message, true);
+      return null;
     } finally {
       button.disabled = false;
     }
+  }
+
+  const linkLoads = new WeakMap();  // file item → number of its latest request for links
+
+  // The file's links (GET .../shares), newest first; true once they are shown (false when
+  // the request failed, or a later one has taken over).
+  async function loadLinks(file, item) {
+    const request = (linkLoads.get(item) || 0) + 1;
+    linkLoads.set(item, request);
+    const list = item.querySelector(".links");
+    const empty = item.querySelector(".links-empty");
+    list.setAttribute("aria-busy", "true");
+    let shares;
+    try {
+      const answer = await api("GET", sharesPath(file));
+      shares = Array.isArray(answer) ? answer : answer.shares;  // [...] or {shares: [...]}
+    } catch (error) {
+      if (linkLoads.get(item) === request) {
+        list.removeAttribute("aria-busy");
+        empty.textContent = "Could not load the links.";
+        empty.hidden = list.children.length > 0;
+      }
+      if (error.status !== 401) {
+        notify("Could not list the links to " + file.name + ": " + error.message, true);
+      }
+      return false;
+    }
+    if (linkLoads.get(item) !== request) return false;
+    list.replaceChildren(...shares.map((share, i) => linkItem(file, item, share, i + 1))
+      .reverse());
+    list.removeAttribute("aria-busy");
+    empty.textContent = "No links yet.";
+    empty.hidden = shares.length > 0;
+    return true;
+  }
+
+  const STATES = { active: "Active", expired: "Expired", "used up": "Used up",
+                   revoked: "Revoked" };
+
+  // One link as the API gives it: {token, url, created, expires, downloads, max_downloads,
+  // password, state}; links are numbered in the order they were made.
+  function linkItem(file, item, share, number) {
+    const row = $("link-template").content.firstElementChild.cloneNode(true);
+    const label = "link " + number + " to " + file.name;
+    row.dataset.token = share.token;
+    row.dataset.state = share.state;
+    const made = toDate(share.created);
+    const name = row.querySelector(".link-name");
+    name.append("Link " + number);
+    if (made) name.append(" · made ", timeElement(made));
+    row.querySelector(".link-state").textContent = STATES[share.state] || share.state;
+    const parts = [];
+    const expires = toDate(share.expires);
+    if (expires) {
+      parts.push([expires <= new Date() ? "Expired " : "Expires ", timeElement(expires)]);
+    }
+    const count = share.downloads || 0;
+    parts.push([share.max_downloads === null || share.max_downloads === undefined
+      ? count + (count === 1 ? " download" : " downloads") + ", no limit"
+      : count + " of " + share.max_downloads + " downloads"]);
+    parts.push([share.password ? "Password-protected" : "No password"]);
+    row.querySelector(".link-detail")
+      .append(...parts.flatMap((part, i) => (i === 0 ? part : [" · ", ...part])));
+    const revoke = row.querySelector(".revoke");
+    revoke.hidden = share.state !== "active";
+    revoke.setAttribute("aria-label", "Revoke " + label);
+    revoke.addEventListener("click", () => revokeLink(file, item, share, label, revoke));
+    return row;
+  }
+
+  async function revokeLink(file, item, share, label, button) {
+    button.disabled = true;
+    const sentence = label[0].toUpperCase() + label.slice(1);
+    try {
+      await api("DELETE", "/api/shares/" + encodeURIComponent(share.token));
+      notify(sentence + " revoked: it no longer works.");
+    } catch (error) {
+      notify("Could not revoke " + label + ": " + error.message, true);
+      if (error.status !== 404) {  // 404: revoked already (elsewhere); show it as it is
+        button.disabled = false;
+        return;
+      }
+    }
+    const result = item.querySelector(".share-result");
+    if (result.dataset.token === share.token) {  // the link shown in the field is gone
+      result.hidden = true;
+      item.querySelector(".share-url").value = "";
+      item.querySelector(".share-status").textContent = "";
+      delete result.dataset.token;
+    }
+    await loadLinks(file, item);
+    // The button is gone with its row: focus the row again, now showing "Revoked".
+    const row = [...item.querySelectorAll(".links li")]
+      .find((li) => li.dataset.token === share.token);
+    (row || item.querySelector(".links-title")).focus();
   }
 
   async function deleteFile(file, item, button) {
