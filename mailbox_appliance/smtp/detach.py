@@ -20,6 +20,7 @@ they are.  An attached message (message/rfc822) that is large is detached whole,
 from __future__ import annotations
 
 import datetime
+import io
 from typing import BinaryIO, NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
@@ -134,7 +135,10 @@ class Detacher:
             return None
         now = datetime.datetime.fromtimestamp(self.reactor.seconds(), datetime.UTC)
         expires = now + self.file_expires
-        source = await self.blobs.open(ref.sha256)
+        if ref.inline is not None:  # small content, stored only with the message's row
+            source: BinaryIO = io.BytesIO(ref.inline)
+        else:
+            source = await self.blobs.open(ref.sha256)
         try:
             files, notices = [], []
             for number, (part, boundary) in enumerate(parts, 1):
